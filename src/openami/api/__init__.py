@@ -1,0 +1,1 @@
+"""FastAPI application: one router per context, shared dependencies in deps.py."""

@@ -1,0 +1,1 @@
+"""Readings: VEE (validation, estimation, editing), completeness, storage of intervals and registers."""

@@ -1,0 +1,1 @@
+"""Sites, customers, accounts, service points, meters and transformers: the physical and commercial tree."""

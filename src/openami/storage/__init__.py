@@ -1,0 +1,1 @@
+"""Engine, session, declarative Base, bulk loaders and Alembic migrations."""
