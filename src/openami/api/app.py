@@ -1,0 +1,43 @@
+"""Builds the FastAPI application around a container from bootstrap()."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.requests import Request
+
+from openami import __version__
+from openami.bootstrap import Container
+from openami.common.errors import ConflictError, NotFoundError, ValidationError
+
+
+def create_app(container: Container) -> FastAPI:
+    from openami.readings.api import router as readings_router
+    from openami.registry.api import router as registry_router
+
+    app = FastAPI(
+        title="openami",
+        version=__version__,
+        description="Smart electricity metering: registry, readings and their quality.",
+    )
+    app.state.container = container
+    app.include_router(registry_router)
+    app.include_router(readings_router)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.exception_handler(NotFoundError)
+    def _not_found(_request: Request, exc: NotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(ConflictError)
+    def _conflict(_request: Request, exc: ConflictError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(ValidationError)
+    def _invalid(_request: Request, exc: ValidationError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message, "location": exc.location}, status_code=422)
+
+    return app
