@@ -1,0 +1,97 @@
+"""The meter's event log: what happened, stamped by the meter's own clock, numbered in the order it happened.
+
+Codes are short stable strings (readable on the wire and in the database). `IDIS_EVENT_NUMBERS` gives each the
+event number of the IDIS / DLMS event logs, for transports that speak DLMS:
+
+- 1 power down, 2 power up (standard event log);
+- 4 clock adjusted, stamped with the old date/time (standard event log; a CLOCK_SET event is stamped the same
+  way);
+- 14 NV memory error (standard event log). IDIS has no separate number for an error the meter corrected
+  itself, so MEMORY_REPAIRED and MEMORY_LOST both report 14 there; the code and detail tell them apart;
+- 62 remote disconnection, 63 remote connection (disconnector control log): the relay only moves on command
+  here.
+
+To add an event (tamper, power quality ...): add a member to `EventCode` and its number to
+`IDIS_EVENT_NUMBERS` (fraud detection log numbers start at 40: terminal cover removed 40, closed 41, strong DC
+field 42, gone 43, meter cover removed 44, closed 45). The log itself takes any code.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import islice
+from types import MappingProxyType
+
+from openami.common.clock import ensure_aware
+
+
+class EventCode(enum.StrEnum):
+    POWER_DOWN = "power_down"
+    POWER_UP = "power_up"
+    CLOCK_SET = "clock_set"
+    MEMORY_REPAIRED = "memory_repaired"
+    MEMORY_LOST = "memory_lost"
+    RELAY_OPENED = "relay_opened"
+    RELAY_CLOSED = "relay_closed"
+
+
+IDIS_EVENT_NUMBERS: Mapping[EventCode, int] = MappingProxyType(
+    {
+        EventCode.POWER_DOWN: 1,
+        EventCode.POWER_UP: 2,
+        EventCode.CLOCK_SET: 4,
+        EventCode.MEMORY_REPAIRED: 14,
+        EventCode.MEMORY_LOST: 14,
+        EventCode.RELAY_OPENED: 62,
+        EventCode.RELAY_CLOSED: 63,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of the event log. `occurred_at` is the meter's clock (aware UTC), not true time."""
+
+    sequence: int
+    code: EventCode
+    occurred_at: datetime
+    detail: str = ""
+
+
+class EventLog:
+    """A bounded log, like the meter's: when full, the oldest entry goes. Sequence numbers start at 1 and
+    never repeat, so a reader that remembers the last number it saw gets each event once."""
+
+    __slots__ = ("_entries", "_last_sequence")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"event log capacity must be at least 1, got {capacity}")
+        self._entries: deque[Event] = deque(maxlen=capacity)
+        self._last_sequence = 0
+
+    @property
+    def last_sequence(self) -> int:
+        """The number of the newest event, 0 when nothing was ever logged."""
+        return self._last_sequence
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def record(self, code: EventCode, occurred_at: datetime, detail: str = "") -> Event:
+        """Append an event and return it."""
+        self._last_sequence += 1
+        event = Event(self._last_sequence, EventCode(code), ensure_aware(occurred_at, "occurred_at"), detail)
+        self._entries.append(event)
+        return event
+
+    def since(self, sequence: int) -> list[Event]:
+        """Events numbered above `sequence`, oldest first (only those still held)."""
+        if not self._entries:
+            return []
+        skip = max(0, sequence + 1 - self._entries[0].sequence)
+        return list(islice(self._entries, skip, None))
