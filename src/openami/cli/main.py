@@ -8,11 +8,13 @@ import typer
 from rich.console import Console
 
 from openami.common.errors import ConfigurationError
+from openami.cli.registry import app as registry_app
 from openami.config import Settings
 
 app = typer.Typer(help="openami: smart electricity metering from the meter reading to the paid bill.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(registry_app, name="registry")
 
 console = Console(stderr=True)
 

@@ -38,7 +38,8 @@ class Site(Base):
     timezone: Mapped[str] = mapped_column(String(64))  # IANA name, e.g. "Africa/Nairobi"
     currency: Mapped[str] = mapped_column(String(3))  # ISO 4217
     holiday_country: Mapped[str] = mapped_column(String(2))  # ISO 3166-1 alpha-2, for the `holidays` package
-    holiday_subdivision: Mapped[str | None] = mapped_column(String(10))
+    # Long enough for any subdivision the `holidays` package names (the longest, "São Paulo Capital", is 17).
+    holiday_subdivision: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
@@ -110,7 +111,9 @@ class Meter(Base):
     phases: Mapped[int] = mapped_column(Integer, default=1)
     rated_current_a: Mapped[int] = mapped_column(Integer)  # Imax of the meter
     protocol: Mapped[str] = mapped_column(String(20), default="senml-mqtt")
-    role: Mapped[MeterRole] = mapped_column(Enum(MeterRole, native_enum=False, length=16), default=MeterRole.CUSTOMER)
+    role: Mapped[MeterRole] = mapped_column(
+        Enum(MeterRole, native_enum=False, length=16), default=MeterRole.CUSTOMER
+    )
     # HMAC-SHA256 key for frame authentication (32 bytes). Encryption at rest arrives with the security issue.
     auth_key: Mapped[bytes] = mapped_column(LargeBinary(64))
     load_profile_interval_s: Mapped[int] = mapped_column(Integer, default=900)

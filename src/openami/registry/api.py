@@ -1,0 +1,214 @@
+"""The registry's HTTP API under /api/v1: create, read and list the tree.
+
+Domain errors become HTTP statuses here, whatever app mounts the router: NotFoundError 404, ConflictError 409,
+ValidationError 422 with the field in `location` (and every field in `errors` when several are wrong). The
+bodies match the app-wide handlers in `openami.api.app`. Meter responses never carry the auth key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from sqlalchemy.orm import Session
+
+from openami.api.deps import get_container, get_session
+from openami.bootstrap import Container
+from openami.common.errors import ConflictError, NotFoundError, ValidationError
+from openami.registry.schemas import (
+    AccountCreate,
+    AccountOut,
+    CustomerCreate,
+    CustomerOut,
+    MeterCreate,
+    MeterOut,
+    ServicePointCreate,
+    ServicePointOut,
+    SiteCreate,
+    SiteOut,
+    TransformerCreate,
+    TransformerOut,
+)
+from openami.registry.service import MAX_PAGE, RegistryService
+from openami.registry.validation import InvalidFieldsError
+
+
+def error_response(exc: NotFoundError | ConflictError | ValidationError) -> JSONResponse:
+    """The HTTP answer to an openami domain error."""
+    if isinstance(exc, NotFoundError):
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_404_NOT_FOUND)
+    if isinstance(exc, ConflictError):
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
+    parts = exc.errors if isinstance(exc, InvalidFieldsError) else [exc]
+    body = {
+        "detail": exc.message,
+        "location": exc.location,
+        "errors": [{"location": e.location, "message": e.message} for e in parts],
+    }
+    return JSONResponse(body, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+class _DomainErrorRoute(APIRoute):
+    """Answers domain errors raised by the endpoint (after its session is closed) with their HTTP status."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def translated(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (NotFoundError, ConflictError, ValidationError) as exc:
+                return error_response(exc)
+
+        return translated
+
+
+router = APIRouter(prefix="/api/v1", tags=["registry"], route_class=_DomainErrorRoute)
+
+
+def get_registry(container: Annotated[Container, Depends(get_container)]) -> RegistryService:
+    return RegistryService(container.clock)
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+RegistryDep = Annotated[RegistryService, Depends(get_registry)]
+SiteFilter = Annotated[int | None, Query(description="Only objects of this site.")]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="At most this many items.")]
+Offset = Annotated[int, Query(ge=0, description="Skip this many items (ordered by id).")]
+_CREATED: dict[str, Any] = {"status_code": status.HTTP_201_CREATED}
+
+
+@router.post("/sites", response_model=SiteOut, **_CREATED)
+def create_site(body: SiteCreate, session: SessionDep, registry: RegistryDep) -> Any:
+    site = registry.create_site(session, **body.model_dump())
+    session.commit()
+    return site
+
+
+@router.get("/sites", response_model=list[SiteOut])
+def list_sites(session: SessionDep, registry: RegistryDep, limit: Limit = 100, offset: Offset = 0) -> Any:
+    return registry.list_sites(session, limit=limit, offset=offset)
+
+
+@router.get("/sites/{site_id}", response_model=SiteOut)
+def get_site(site_id: int, session: SessionDep, registry: RegistryDep) -> Any:
+    return registry.get_site(session, site_id)
+
+
+@router.post("/customers", response_model=CustomerOut, **_CREATED)
+def create_customer(body: CustomerCreate, session: SessionDep, registry: RegistryDep) -> Any:
+    customer = registry.create_customer(session, **body.model_dump())
+    session.commit()
+    return customer
+
+
+@router.get("/customers", response_model=list[CustomerOut])
+def list_customers(
+    session: SessionDep,
+    registry: RegistryDep,
+    site_id: SiteFilter = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Any:
+    return registry.list_customers(session, site_id=site_id, limit=limit, offset=offset)
+
+
+@router.get("/customers/{customer_id}", response_model=CustomerOut)
+def get_customer(customer_id: int, session: SessionDep, registry: RegistryDep) -> Any:
+    return registry.get_customer(session, customer_id)
+
+
+@router.post("/accounts", response_model=AccountOut, **_CREATED)
+def create_account(body: AccountCreate, session: SessionDep, registry: RegistryDep) -> Any:
+    account = registry.create_account(session, **body.model_dump())
+    session.commit()
+    return account
+
+
+@router.get("/accounts", response_model=list[AccountOut])
+def list_accounts(
+    session: SessionDep,
+    registry: RegistryDep,
+    site_id: SiteFilter = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Any:
+    return registry.list_accounts(session, site_id=site_id, limit=limit, offset=offset)
+
+
+@router.get("/accounts/{account_id}", response_model=AccountOut)
+def get_account(account_id: int, session: SessionDep, registry: RegistryDep) -> Any:
+    return registry.get_account(session, account_id)
+
+
+@router.post("/transformers", response_model=TransformerOut, **_CREATED)
+def create_transformer(body: TransformerCreate, session: SessionDep, registry: RegistryDep) -> Any:
+    transformer = registry.create_transformer(session, **body.model_dump())
+    session.commit()
+    return transformer
+
+
+@router.get("/transformers", response_model=list[TransformerOut])
+def list_transformers(
+    session: SessionDep,
+    registry: RegistryDep,
+    site_id: SiteFilter = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Any:
+    return registry.list_transformers(session, site_id=site_id, limit=limit, offset=offset)
+
+
+@router.get("/transformers/{transformer_id}", response_model=TransformerOut)
+def get_transformer(transformer_id: int, session: SessionDep, registry: RegistryDep) -> Any:
+    return registry.get_transformer(session, transformer_id)
+
+
+@router.post("/service-points", response_model=ServicePointOut, **_CREATED)
+def create_service_point(body: ServicePointCreate, session: SessionDep, registry: RegistryDep) -> Any:
+    point = registry.create_service_point(session, **body.model_dump())
+    session.commit()
+    return point
+
+
+@router.get("/service-points", response_model=list[ServicePointOut])
+def list_service_points(
+    session: SessionDep,
+    registry: RegistryDep,
+    site_id: SiteFilter = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Any:
+    return registry.list_service_points(session, site_id=site_id, limit=limit, offset=offset)
+
+
+@router.get("/service-points/{service_point_id}", response_model=ServicePointOut)
+def get_service_point(service_point_id: int, session: SessionDep, registry: RegistryDep) -> Any:
+    return registry.get_service_point(session, service_point_id)
+
+
+@router.post("/meters", response_model=MeterOut, **_CREATED)
+def create_meter(body: MeterCreate, session: SessionDep, registry: RegistryDep) -> Any:
+    values = body.model_dump(exclude={"auth_key"})
+    meter = registry.create_meter(session, auth_key=body.auth_key.get_secret_value(), **values)
+    session.commit()
+    return meter
+
+
+@router.get("/meters", response_model=list[MeterOut])
+def list_meters(
+    session: SessionDep,
+    registry: RegistryDep,
+    site_id: SiteFilter = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Any:
+    return registry.meter_infos(session, site_id, limit=limit, offset=offset)
+
+
+@router.get("/meters/{serial}", response_model=MeterOut)
+def get_meter(serial: str, session: SessionDep, registry: RegistryDep) -> Any:
+    return registry.meter_by_serial(session, serial)
