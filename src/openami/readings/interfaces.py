@@ -71,7 +71,9 @@ class MeterBatch:
     meter_id: int
     received_at: datetime  # head-end clock
     source: Source
-    meter_time: datetime | None = None  # the meter's own clock when it sent the frame (for the clock-drift rule)
+    meter_time: datetime | None = (
+        None  # the meter's own clock when it sent the frame (for the clock-drift rule)
+    )
     intervals: list[IntervalValue] = field(default_factory=list)
     registers: list[RegisterValue] = field(default_factory=list)
     instants: list[InstantValue] = field(default_factory=list)
@@ -87,7 +89,9 @@ class IngestResult:
     duplicates: int = 0  # identical to what was already stored: nothing changed
     conflicts: int = 0  # differed from what was stored: kept as a new version and flagged
     estimates_replaced: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)  # reason -> count (impossible values, far future ...)
+    rejected: dict[str, int] = field(
+        default_factory=dict
+    )  # reason -> count (impossible values, far future ...)
     flags_raised: dict[str, int] = field(default_factory=dict)  # VEE rule -> count
 
     def add(self, other: IngestResult) -> None:

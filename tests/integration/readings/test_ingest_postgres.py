@@ -1,0 +1,180 @@
+"""Ingest on real PostgreSQL: the COPY path keeps the same semantics, and concurrent writers store once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from openami.common.clock import ManualClock
+from openami.readings import bulk
+from openami.readings.interfaces import IngestResult, Source
+from openami.readings.models import IntervalReading, IntervalReadingHistory, ReadingFlag, ReadingGap
+from openami.readings.service import ReadingsService
+from openami.registry.interfaces import MeterInfo
+from openami.storage.db import make_session_factory
+from tests.unit.readings.test_service_support import T0, Q, batch, intervals, make_meter, make_site, register
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def factory(pg_engine: Engine) -> sessionmaker[Session]:
+    return make_session_factory(pg_engine)
+
+
+@pytest.fixture
+def meters(factory: sessionmaker[Session]) -> list[MeterInfo]:
+    with factory() as session:
+        site = make_site(session)
+        found = [make_meter(session, site) for _ in range(4)]
+        session.commit()
+    return found
+
+
+@pytest.fixture
+def session(factory: sessionmaker[Session]) -> Iterator[Session]:
+    with factory() as s:
+        yield s
+
+
+def _current(session: Session, meter: MeterInfo) -> list[tuple[int, str, int]]:
+    rows = session.execute(
+        select(IntervalReading.energy_wh, IntervalReading.quality, IntervalReading.version)
+        .where(IntervalReading.meter_id == meter.id)
+        .order_by(IntervalReading.interval_start)
+    ).all()
+    return [tuple(r) for r in rows]
+
+
+def test_duplicates_conflicts_and_replaced_estimates_on_the_copy_path(
+    session, meters, clock: ManualClock
+) -> None:
+    service = ReadingsService(clock)
+    meter = meters[0]
+    first = service.ingest(session, [batch(meter, intervals(T0, [100, 110, 120, 130]))])
+    session.commit()
+    again = service.ingest(session, [batch(meter, intervals(T0, [100, 110, 125, 130]))])
+    session.commit()
+
+    assert (first.intervals_stored, first.duplicates) == (4, 0)
+    assert (again.intervals_stored, again.duplicates, again.conflicts) == (1, 3, 1)
+    assert _current(session, meter) == [
+        (100, "actual", 1),
+        (110, "actual", 1),
+        (125, "actual", 2),
+        (130, "actual", 1),
+    ]
+    assert session.scalar(select(IntervalReadingHistory.why)) == "conflict"
+    assert (
+        session.scalar(select(func.count()).select_from(ReadingFlag).where(ReadingFlag.rule == "conflict"))
+        == 1
+    )
+
+    # A hole, detected, asked for, unanswered: estimated; then the actual values replace the estimates.
+    hole = T0 + 4 * Q
+    service.ingest(
+        session, [batch(meter, intervals(hole + 2 * Q, [100] * 4), registers=[register(hole, 900)])]
+    )
+    service.ingest(
+        session, [batch(meter, registers=[register(hole + 2 * Q, 1_100)], received_at=hole + 3 * Q)]
+    )
+    now = hole + timedelta(hours=4)
+    service.detect_gaps(
+        session, now, [meter.id], lookback=timedelta(hours=5), grace=timedelta(hours=2, minutes=30)
+    )
+    gap_id = session.scalar(select(ReadingGap.id))
+    assert gap_id is not None
+    service.mark_reread_requested(session, [gap_id], now)
+    assert service.estimate_overdue(session, now + timedelta(hours=4)) == 2
+    session.commit()
+    estimated = session.execute(
+        select(IntervalReading.energy_wh).where(IntervalReading.quality == "estimated")
+    ).scalars()
+    assert sum(estimated) == 200  # the register delta
+
+    late = service.ingest(session, [batch(meter, intervals(hole, [90, 110]), source=Source.REREAD)])
+    session.commit()
+    assert (late.estimates_replaced, late.intervals_stored, late.conflicts) == (2, 2, 0)
+    assert session.scalar(select(ReadingGap.status)) == "filled"
+    assert (
+        session.scalar(
+            select(func.count()).select_from(IntervalReading).where(IntervalReading.quality != "actual")
+        )
+        == 0
+    )
+
+
+def test_two_calls_in_one_transaction_reuse_the_staging_table(session, meters, clock: ManualClock) -> None:
+    service = ReadingsService(clock)
+    service.ingest(session, [batch(meters[0], intervals(T0, [1, 2]))])
+    result = service.ingest(session, [batch(meters[0], intervals(T0 + Q, [2, 3]))])
+    session.commit()
+    assert (result.intervals_stored, result.duplicates) == (1, 1)
+
+
+def test_a_rolled_back_ingest_leaves_nothing(session, meters, clock: ManualClock) -> None:
+    ReadingsService(clock).ingest(session, [batch(meters[0], intervals(T0, [1, 2]))])
+    session.rollback()
+    assert session.scalar(select(func.count()).select_from(IntervalReading)) == 0
+    assert (
+        ReadingsService(clock).ingest(session, [batch(meters[0], intervals(T0, [1, 2]))]).intervals_stored
+        == 2
+    )
+
+
+def test_concurrent_overlapping_ingests_store_each_reading_once(factory, meters, clock: ManualClock) -> None:
+    # Two workers get overlapping frames of the same meters (a redelivery): 96 intervals each, 48 shared.
+    first_half = [batch(m, intervals(T0, [100 + n for n in range(96)])) for m in meters]
+    second_half = [batch(m, intervals(T0 + 48 * Q, [148 + n for n in range(96)])) for m in meters]
+    results: list[IngestResult] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def worker(batches: list) -> None:
+        service = ReadingsService(clock)
+        try:
+            with factory() as session:
+                start.wait()
+                for _ in range(3):  # each worker also replays its own frames
+                    results.append(service.ingest(session, batches))
+                session.commit()
+        except BaseException as exc:  # collected and re-raised by the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(b,)) for b in (first_half, second_half)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+
+    total = IngestResult()
+    for r in results:
+        total.add(r)
+    assert total.intervals_stored == 4 * 144
+    assert total.duplicates == 6 * 96 * 4 - 4 * 144
+    assert total.conflicts == 0
+    with factory() as session:
+        per_meter = session.execute(
+            select(IntervalReading.meter_id, func.count(), func.max(IntervalReading.version)).group_by(
+                IntervalReading.meter_id
+            )
+        ).all()
+    assert sorted((n, v) for _, n, v in per_meter) == [(144, 1)] * 4
+
+
+def test_the_copy_baseline_writes_the_same_rows(pg_engine: Engine, meters) -> None:
+    rows = [
+        bulk.interval_row(m.id, v, Source.PUSH, T0 + timedelta(days=1))
+        for m in meters
+        for v in intervals(T0, [10] * 8)
+    ]
+    with pg_engine.begin() as conn:
+        assert bulk.copy_rows_baseline(conn, rows) == 32
+    with pg_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*), sum(energy_wh) FROM reading_interval")).one() == (32, 320)
