@@ -1,8 +1,9 @@
 """Imports every context's models so Base.metadata knows every table (for Alembic and for tests)."""
 
-from openami.storage.base import Base
-
 # Each import registers its tables on Base.metadata. Add a context's models module here when it gains tables.
+from openami.headend import models as headend_models  # noqa: F401  (imported for its tables)
+from openami.readings import models as readings_models  # noqa: F401  (imported for its tables)
 from openami.registry import models as registry_models  # noqa: F401  (imported for its tables)
+from openami.storage.base import Base
 
 metadata = Base.metadata

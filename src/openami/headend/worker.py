@@ -1,0 +1,152 @@
+"""An MQTT head-end worker: `python -m openami.headend.worker` (the `openami worker` command runs the same).
+
+Runs until SIGTERM or SIGINT, then stops gracefully: the batch in hand is finished, committed and
+acknowledged, and the connection closed; messages not yet handled stay in the broker session for the next
+start with the same client id. Several workers of one share group split the fleet between them; each
+needs its own stable client id (`--client-id`, default `openami-headend-{hostname}`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from openami.bootstrap import bootstrap
+from openami.common.clock import Clock
+from openami.config import Settings
+from openami.headend.mqtt import MqttTransport
+from openami.headend.service import HeadEnd, HeadEndStats
+from openami.readings.interfaces import ReadingsSink
+
+log = structlog.get_logger(__name__)
+
+
+def default_client_id() -> str:
+    return f"openami-headend-{socket.gethostname()}"
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    client_id: str | None = None,
+    clock: Clock | None = None,
+    sink: ReadingsSink | None = None,
+    stop: threading.Event | None = None,
+    batch_size: int = 500,
+    batch_wait_s: float = 0.05,
+    session_expiry_s: int = 7 * 24 * 3600,
+    handle_signals: bool = True,
+) -> HeadEndStats:
+    """Serve MQTT uplink frames until `stop` is set (or SIGTERM/SIGINT arrive); returns the final totals."""
+    container = bootstrap(settings, clock=clock)
+    if sink is None:
+        from openami.readings.service import ReadingsService  # noqa: PLC0415  (the production sink)
+
+        sink = ReadingsService(container.clock)
+    client_id = client_id or settings.mqtt_client_id or default_client_id()
+    headend = HeadEnd(container.session_factory, sink, container.clock, settings)
+    transport = MqttTransport(
+        host=settings.mqtt_host,
+        port=settings.mqtt_port,
+        client_id=client_id,
+        topic_root=settings.mqtt_topic_root,
+        share_group=settings.mqtt_share_group,
+        batch_size=batch_size,
+        batch_wait_s=batch_wait_s,
+        session_expiry_s=session_expiry_s,
+    )
+    stop = stop or threading.Event()
+    if handle_signals and threading.current_thread() is threading.main_thread():
+
+        def _on_signal(signum: int, _frame: Any) -> None:
+            log.info("worker_stopping", signal=signal.Signals(signum).name)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+    try:
+        headend.serve(transport)
+        log.info("worker_started", client_id=client_id, subscription=transport.subscription)
+        stop.wait()
+        transport.stop()
+    finally:
+        container.close()
+    stats = headend.stats
+    log.info(
+        "worker_stopped",
+        client_id=client_id,
+        frames_accepted=stats.frames_accepted,
+        frames_rejected=stats.rejected,
+        acknowledged=transport.acknowledged,
+    )
+    return stats
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m openami.headend.worker", description=__doc__)
+    parser.add_argument("--database-url", help="SQLAlchemy URL (default: OPENAMI_DATABASE_URL or SQLite)")
+    parser.add_argument("--client-id", help="stable MQTT client id of this worker")
+    parser.add_argument("--mqtt-host")
+    parser.add_argument("--mqtt-port", type=int)
+    parser.add_argument("--topic-root", dest="mqtt_topic_root")
+    parser.add_argument("--share-group", dest="mqtt_share_group")
+    parser.add_argument("--max-clock-skew-s", type=int)
+    parser.add_argument("--max-reading-age-days", type=int)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--batch-wait-ms", type=int, default=50)
+    parser.add_argument(
+        "--session-expiry-s",
+        type=int,
+        default=7 * 24 * 3600,
+        help="how long the broker keeps this session (and unacknowledged messages) while the worker is away",
+    )
+    parser.add_argument("--log-level")
+    parser.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = {
+        name: getattr(args, name)
+        for name in (
+            "database_url",
+            "mqtt_host",
+            "mqtt_port",
+            "mqtt_topic_root",
+            "mqtt_share_group",
+            "max_clock_skew_s",
+            "max_reading_age_days",
+            "log_level",
+        )
+        if getattr(args, name) is not None
+    }
+    settings = Settings(**overrides)
+    level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
+    processors: list[Any] = [structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso")]
+    renderer = structlog.processors.JSONRenderer() if args.log_json else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[*processors, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+    )
+    run_worker(
+        settings,
+        client_id=args.client_id,
+        batch_size=args.batch_size,
+        batch_wait_s=args.batch_wait_ms / 1000,
+        session_expiry_s=args.session_expiry_s,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
