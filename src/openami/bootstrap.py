@@ -26,8 +26,12 @@ class Container:
         self.engine.dispose()
 
 
-def bootstrap(settings: Settings | None = None, clock: Clock | None = None, engine: Engine | None = None) -> Container:
+def bootstrap(
+    settings: Settings | None = None, clock: Clock | None = None, engine: Engine | None = None
+) -> Container:
     settings = settings or Settings()
     clock = clock or SystemClock()
     engine = engine or make_engine(settings.database_url)
-    return Container(settings=settings, clock=clock, engine=engine, session_factory=make_session_factory(engine))
+    return Container(
+        settings=settings, clock=clock, engine=engine, session_factory=make_session_factory(engine)
+    )

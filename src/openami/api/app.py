@@ -9,12 +9,11 @@ from starlette.requests import Request
 from openami import __version__
 from openami.bootstrap import Container
 from openami.common.errors import ConflictError, NotFoundError, ValidationError
+from openami.readings.api import router as readings_router
+from openami.registry.api import router as registry_router
 
 
 def create_app(container: Container) -> FastAPI:
-    from openami.readings.api import router as readings_router
-    from openami.registry.api import router as registry_router
-
     app = FastAPI(
         title="openami",
         version=__version__,

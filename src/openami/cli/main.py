@@ -7,11 +7,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from openami.common.errors import ConfigurationError
 from openami.cli.registry import app as registry_app
+from openami.common.errors import ConfigurationError
 from openami.config import Settings
 
-app = typer.Typer(help="openami: smart electricity metering from the meter reading to the paid bill.", no_args_is_help=True)
+app = typer.Typer(
+    help="openami: smart electricity metering from the meter reading to the paid bill.", no_args_is_help=True
+)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
@@ -19,7 +21,10 @@ app.add_typer(registry_app, name="registry")
 console = Console(stderr=True)
 
 DatabaseUrl = Annotated[
-    str | None, typer.Option("--database-url", envvar="OPENAMI_DATABASE_URL", help="SQLAlchemy URL (default: SQLite under ./var)")
+    str | None,
+    typer.Option(
+        "--database-url", envvar="OPENAMI_DATABASE_URL", help="SQLAlchemy URL (default: SQLite under ./var)"
+    ),
 ]
 
 

@@ -28,7 +28,7 @@ class ValidationError(OpenAMIError):
         super().__init__(f"{location}: {message}" if location else message)
 
 
-class FrameRejected(OpenAMIError):
+class FrameRejected(OpenAMIError):  # noqa: N818  (names the outcome, like the metric label it carries)
     """A frame from a meter was refused. `reason` is a short stable code used as a metric label."""
 
     def __init__(self, reason: str, detail: str) -> None:

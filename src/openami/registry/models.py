@@ -19,6 +19,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 from openami.storage.base import Base, UTCDateTime
 
 
+def _enum_values(kind: type[enum.StrEnum]) -> list[str]:
+    """Store an enum by its value ("prepaid"), as the API and CSV spell it, not by its Python name."""
+    return [member.value for member in kind]
+
+
 class AccountKind(enum.StrEnum):
     POSTPAID = "postpaid"
     PREPAID = "prepaid"
@@ -63,7 +68,9 @@ class Account(Base):
     site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"), index=True)
     number: Mapped[str] = mapped_column(String(60))
-    kind: Mapped[AccountKind] = mapped_column(Enum(AccountKind, native_enum=False, length=16))
+    kind: Mapped[AccountKind] = mapped_column(
+        Enum(AccountKind, native_enum=False, length=16, values_callable=_enum_values)
+    )
 
 
 class Transformer(Base):
@@ -112,7 +119,8 @@ class Meter(Base):
     rated_current_a: Mapped[int] = mapped_column(Integer)  # Imax of the meter
     protocol: Mapped[str] = mapped_column(String(20), default="senml-mqtt")
     role: Mapped[MeterRole] = mapped_column(
-        Enum(MeterRole, native_enum=False, length=16), default=MeterRole.CUSTOMER
+        Enum(MeterRole, native_enum=False, length=16, values_callable=_enum_values),
+        default=MeterRole.CUSTOMER,
     )
     # HMAC-SHA256 key for frame authentication (32 bytes). Encryption at rest arrives with the security issue.
     auth_key: Mapped[bytes] = mapped_column(LargeBinary(64))

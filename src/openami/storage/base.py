@@ -1,4 +1,4 @@
-"""The declarative Base shared by every context's models, and column types that behave the same on SQLite and PostgreSQL."""
+"""The declarative Base shared by every context's models, and column types that act alike on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"refusing to store naive datetime {value.isoformat()}: instants must be timezone-aware")
+            raise ValueError(f"refusing to store naive datetime {value.isoformat()}: instants must be aware")
         value = value.astimezone(UTC)
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
@@ -38,6 +38,8 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime from the database, got {type(value).__name__}")
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)

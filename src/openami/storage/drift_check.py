@@ -1,4 +1,4 @@
-"""`make db-check`: migrate a scratch SQLite database to head and fail when the models have drifted from the migrations."""
+"""`make db-check`: migrate a scratch SQLite database to head; fail when the models drifted from the migrations."""
 
 from __future__ import annotations
 

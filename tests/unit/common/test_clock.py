@@ -43,6 +43,8 @@ def test_interval_end_and_contains() -> None:
 def test_floor_and_starts() -> None:
     t = datetime(2026, 1, 1, 10, 7, 59, tzinfo=UTC)
     assert floor_to_interval(t, timedelta(minutes=15)) == datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
-    starts = interval_starts(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC), timedelta(minutes=15))
+    starts = interval_starts(
+        datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC), timedelta(minutes=15)
+    )
     assert len(starts) == 4
     assert starts[-1] == datetime(2026, 1, 1, 0, 45, tzinfo=UTC)

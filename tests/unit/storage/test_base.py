@@ -21,7 +21,9 @@ def engine(sqlite_url: str) -> Engine:
 
 def test_instants_come_back_aware_utc_on_sqlite(engine: Engine) -> None:
     with engine.begin() as conn:
-        conn.execute(insert(_stamp), {"id": 1, "at": datetime(2026, 6, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))})
+        conn.execute(
+            insert(_stamp), {"id": 1, "at": datetime(2026, 6, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))}
+        )
         got = conn.scalar(select(_stamp.c.at))
     assert got == datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
     assert got.utcoffset() == timedelta(0)

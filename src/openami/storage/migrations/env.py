@@ -12,7 +12,8 @@ config = context.config
 
 def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
-    assert url is not None
+    if url is None:
+        raise RuntimeError("openami.storage.migrate sets sqlalchemy.url before running migrations")
     engine = make_engine(url)
     with engine.connect() as connection:
         context.configure(
