@@ -1,17 +1,23 @@
 """The one composition root: API, CLI, workers and tests build the system here.
 
-Tests pass fakes (a ManualClock, a test database URL) in rather than patching internals.
+Tests pass fakes (a ManualClock, a test database URL, an engine) in rather than patching internals.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from openami.common.clock import Clock, SystemClock
 from openami.config import Settings
+from openami.headend.collection import CollectionJobs
+from openami.headend.service import HeadEnd
+from openami.headend.transport import Transport
+from openami.readings.service import ReadingsService
+from openami.registry.service import RegistryService
 from openami.storage.db import make_engine, make_session_factory
 
 
@@ -21,6 +27,20 @@ class Container:
     clock: Clock
     engine: Engine
     session_factory: sessionmaker[Session]
+    registry: RegistryService
+    readings: ReadingsService
+
+    def headend(self, transport: Transport | None = None) -> HeadEnd:
+        """A head-end storing through this container's readings service; serving `transport` when given."""
+        headend = HeadEnd(
+            self.session_factory, self.readings, self.clock, self.settings, meters=self.registry
+        )
+        if transport is not None:
+            headend.serve(transport)
+        return headend
+
+    def collection_jobs(self, headend: HeadEnd) -> CollectionJobs:
+        return CollectionJobs(self.session_factory, self.readings, headend)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -32,6 +52,21 @@ def bootstrap(
     settings = settings or Settings()
     clock = clock or SystemClock()
     engine = engine or make_engine(settings.database_url)
+    registry = RegistryService(clock)
     return Container(
-        settings=settings, clock=clock, engine=engine, session_factory=make_session_factory(engine)
+        settings=settings,
+        clock=clock,
+        engine=engine,
+        session_factory=make_session_factory(engine),
+        registry=registry,
+        readings=ReadingsService(
+            clock,
+            registry,
+            max_clock_skew=_seconds(settings.max_clock_skew_s),
+            max_reading_age=_seconds(settings.max_reading_age_days * 86_400),
+        ),
     )
+
+
+def _seconds(n: int) -> timedelta:
+    return timedelta(seconds=n)

@@ -44,15 +44,21 @@ def run_worker(
     batch_wait_s: float = 0.05,
     session_expiry_s: int = 7 * 24 * 3600,
     handle_signals: bool = True,
+    collection_interval_s: float = 0.0,
 ) -> HeadEndStats:
-    """Serve MQTT uplink frames until `stop` is set (or SIGTERM/SIGINT arrive); returns the final totals."""
-    container = bootstrap(settings, clock=clock)
-    if sink is None:
-        from openami.readings.service import ReadingsService  # noqa: PLC0415  (the production sink)
+    """Serve MQTT uplink frames until `stop` is set (or SIGTERM/SIGINT arrive); returns the final totals.
 
-        sink = ReadingsService(container.clock)
+    With `collection_interval_s` > 0 the worker also runs the collection round (find gaps, request re-reads,
+    estimate overdue gaps) that often; several workers may all do so, one round runs at a time.
+    """
+    container = bootstrap(settings, clock=clock)
     client_id = client_id or settings.mqtt_client_id or default_client_id()
-    headend = HeadEnd(container.session_factory, sink, container.clock, settings)
+    if sink is None:
+        headend = container.headend()
+    else:
+        headend = HeadEnd(
+            container.session_factory, sink, container.clock, settings, meters=container.registry
+        )
     transport = MqttTransport(
         host=settings.mqtt_host,
         port=settings.mqtt_port,
@@ -75,7 +81,15 @@ def run_worker(
     try:
         headend.serve(transport)
         log.info("worker_started", client_id=client_id, subscription=transport.subscription)
-        stop.wait()
+        if collection_interval_s > 0:
+            jobs = container.collection_jobs(headend)
+            while not stop.wait(collection_interval_s):
+                try:
+                    jobs.run_once(container.clock.now())
+                except Exception:  # a failed round is retried next time; the worker keeps serving frames
+                    log.exception("collection_round_failed")
+        else:
+            stop.wait()
         transport.stop()
     finally:
         container.close()
@@ -107,6 +121,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=7 * 24 * 3600,
         help="how long the broker keeps this session (and unacknowledged messages) while the worker is away",
+    )
+    parser.add_argument(
+        "--collection-interval-s",
+        type=float,
+        default=300.0,
+        help="how often to find gaps, request re-reads and estimate (0: never, another worker does it)",
     )
     parser.add_argument("--log-level")
     parser.add_argument("--log-json", action="store_true", help="one JSON object per log line")
@@ -144,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size,
         batch_wait_s=args.batch_wait_ms / 1000,
         session_expiry_s=args.session_expiry_s,
+        collection_interval_s=args.collection_interval_s,
     )
     return 0
 

@@ -1,0 +1,74 @@
+"""Run the benchmarks and print their figures: `python -m bench [--quick] [--only NAME ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import structlog
+
+from bench import ingest
+
+
+def _quiet_logs() -> None:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+
+
+def bench_ingest_postgres(quick: bool) -> None:
+    meters, days = (100, 5) if quick else (500, 10)
+    f = ingest.postgres_mqtt(meters, days)
+    print(
+        f"ingest postgresql (MQTT 5 -> worker -> COPY path), {f.intervals:,} intervals from {meters} meters x {days} days:"
+    )
+    print(f"  end to end       {f.e2e_per_s:>12,.0f} readings/s  ({f.e2e_seconds:.2f} s)")
+    print(f"  {f.baseline_name:<16} {f.baseline_per_s:>12,.0f} rows/s      ({f.baseline_seconds:.2f} s)")
+    print(f"  ratio            {f.ratio:>12.2f}  (goal >= 0.5)")
+
+
+def bench_ingest_sqlite(quick: bool) -> None:
+    meters, days = (100, 5) if quick else (500, 10)
+    with tempfile.TemporaryDirectory() as tmp:
+        f = ingest.sqlite_inprocess(meters, days, Path(tmp))
+    print(f"ingest sqlite (in-process transport -> head-end), {f.intervals:,} intervals:")
+    print(f"  end to end       {f.e2e_per_s:>12,.0f} readings/s  ({f.e2e_seconds:.2f} s)")
+    print(f"  {f.baseline_name:<16} {f.baseline_per_s:>12,.0f} rows/s      ({f.baseline_seconds:.2f} s)")
+    print(f"  ratio            {f.ratio:>12.2f}")
+
+
+def bench_worker_memory(quick: bool) -> None:
+    # 500 meters x 105 days x 96 = 5.04 million interval readings (plus a register and an instant per frame).
+    meters, days = (100, 10) if quick else (500, 105)
+    f = ingest.postgres_mqtt(meters, days, sample_rss=True)
+    samples = f.worker_rss_samples_mb or [0.0]
+    tenth = max(1, len(samples) // 10)
+    early, late = statistics.mean(samples[tenth : 2 * tenth]), statistics.mean(samples[-tenth:])
+    print(
+        f"worker memory over {f.intervals:,} readings ({f.e2e_seconds:.0f} s, {f.e2e_per_s:,.0f} readings/s):"
+    )
+    print(f"  peak RSS         {max(samples):>8.1f} MB  (goal <= 300 MB)")
+    print(f"  RSS 2nd tenth    {early:>8.1f} MB")
+    print(f"  RSS last tenth   {late:>8.1f} MB  (growth {late - early:+.1f} MB)")
+
+
+BENCHMARKS = {
+    "ingest_postgres": bench_ingest_postgres,
+    "ingest_sqlite": bench_ingest_sqlite,
+    "worker_memory": bench_worker_memory,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), help="run only these")
+    args = parser.parse_args()
+    _quiet_logs()
+    for name in args.only or list(BENCHMARKS):
+        print(f"== {name}")
+        BENCHMARKS[name](args.quick)
+
+
+if __name__ == "__main__":
+    main()

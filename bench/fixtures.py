@@ -1,0 +1,115 @@
+"""What the benchmarks share: a scratch PostgreSQL database, a registered fleet, and its frames."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from openami.bootstrap import Container
+from openami.common.obis import ACTIVE_IMPORT_INTERVAL, ACTIVE_IMPORT_TOTAL, ACTIVE_POWER_IMPORT
+from openami.headend.codec import Frame, UplinkContent, encode_uplink
+from openami.readings.interfaces import InstantValue, IntervalValue, RegisterValue
+from openami.storage import migrate
+
+PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+INTERVAL_S = 900
+PER_DAY = 86_400 // INTERVAL_S
+
+
+@contextmanager
+def scratch_postgres() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database, dropped afterwards."""
+    name = f"openami_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass(frozen=True)
+class BenchMeter:
+    id: int
+    serial: str
+    key: bytes
+
+
+def register_meters(container: Container, n: int, site_code: str, installed_at: datetime) -> list[BenchMeter]:
+    registry = container.registry
+    out = []
+    with container.session_factory() as session, session.begin():
+        site = registry.create_site(
+            session, code=site_code, name="bench", timezone="UTC", currency="EUR", holiday_country="DE"
+        )
+        for i in range(n):
+            serial = f"B{i:07d}"
+            key = hashlib.sha256(f"bench-key-{serial}".encode()).digest()
+            meter = registry.create_meter(
+                session,
+                site_id=site.id,
+                serial=serial,
+                model="bench",
+                rated_current_a=60,
+                auth_key=key,
+                installed_at=installed_at,
+            )
+            out.append(BenchMeter(meter.id, serial, key))
+    return out
+
+
+def bench_interval(meter_id: int, day: datetime, k: int) -> IntervalValue:
+    """Interval `k` of `day`: a plausible household shape, low at night with morning and evening peaks."""
+    wh = 40 + (k * 7 + meter_id * 13) % 90 + (180 if 28 <= k < 36 or 72 <= k < 88 else 0)
+    return IntervalValue(ACTIVE_IMPORT_INTERVAL, day + timedelta(seconds=k * INTERVAL_S), INTERVAL_S, wh)
+
+
+def day_frames(
+    meters: list[BenchMeter], first_day: datetime, days: int, site_code: str, topic_root: str
+) -> Iterator[Frame]:
+    """One frame per meter per day: 96 interval values, the import register and the power. Lazily made."""
+    registers = dict.fromkeys((m.serial for m in meters), 0)
+    counters = dict.fromkeys((m.serial for m in meters), 0)
+    for d in range(days):
+        day = first_day + timedelta(days=d)
+        for m in meters:
+            intervals = []
+            total = registers[m.serial]
+            for k in range(PER_DAY):
+                # A plausible household shape: low at night, peaks morning and evening; all positive.
+                wh = 40 + (k * 7 + m.id * 13) % 90 + (180 if 28 <= k < 36 or 72 <= k < 88 else 0)
+                intervals.append(
+                    IntervalValue(
+                        ACTIVE_IMPORT_INTERVAL, day + timedelta(seconds=k * INTERVAL_S), INTERVAL_S, wh
+                    )
+                )
+                total += wh
+            end = day + timedelta(days=1)
+            registers[m.serial] = total
+            counters[m.serial] += 1
+            content = UplinkContent(
+                serial=m.serial,
+                meter_time=datetime.now(UTC),  # made just before it is sent, like a meter's push
+                intervals=intervals,
+                registers=[RegisterValue(ACTIVE_IMPORT_TOTAL, end, total)],
+                instants=[InstantValue(ACTIVE_POWER_IMPORT, end, 420.0)],
+                events=[],
+            )
+            yield encode_uplink(
+                content, key=m.key, counter=counters[m.serial], topic_root=topic_root, site_code=site_code
+            )
+
+
+def first_day_for(days: int, now: datetime | None = None) -> datetime:
+    """Midnight UTC `days` days before today, so every value is in the past and recent enough to be accepted."""
+    now = now or datetime.now(UTC)
+    return now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days)
