@@ -123,6 +123,10 @@ def postgres_mqtt(meters_n: int, days: int, *, sample_rss: bool = False) -> Inge
                 )
             publisher = MqttFramePublisher(host=MQTT_HOST, port=MQTT_PORT, client_id=f"bench-meters-{run}")
             frames: Iterator[Frame] = day_frames(meters, first_day_for(days), days, site, topic_root)
+            if not sample_rss:
+                # Encoded before the clock starts, so the figure is the platform's and not the simulated
+                # meters'. (The long memory run encodes as it goes: its frames' meter clocks must stay current.)
+                frames = iter(list(frames))
             published = 0
             started = time.perf_counter()
             last_sample = started
@@ -174,7 +178,7 @@ def sqlite_inprocess(meters_n: int, days: int, workdir: Path) -> IngestFigures:
     meters = register_meters(container, meters_n, site, first_day_for(days + 1))
     transport = InProcessTransport(background=False, batch_size=500)
     container.headend(transport)
-    frames = day_frames(meters, first_day_for(days), days, site, "openami/v1")
+    frames = iter(list(day_frames(meters, first_day_for(days), days, site, "openami/v1")))
     started = time.perf_counter()
     while chunk := list(islice(frames, 500)):
         transport.submit(chunk)

@@ -9,7 +9,8 @@ inserted in key order, so two transactions writing overlapping rows lock them in
 deadlock.
 
 `copy_rows_baseline` and `executemany_baseline` write the same interval rows into the same table the plain
-way: the figures the ingest benchmark is compared against.
+way: the figures the ingest benchmark is compared against. The latest instants and meter events are upserted
+here too; superseded versions are `versions`' business and VEE flags `flag_store`'s.
 """
 
 from __future__ import annotations
@@ -21,24 +22,14 @@ from operator import itemgetter
 from typing import Any, cast
 
 import psycopg
-from sqlalchemy import Connection, String, Table, bindparam, select, update
+from sqlalchemy import Connection, Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from openami.readings.interfaces import IntervalValue, Quality, Source
-from openami.readings.models import (
-    IntervalReading,
-    IntervalReadingHistory,
-    LatestInstant,
-    ReadingFlag,
-    RegisterReading,
-    RegisterReadingHistory,
-    StoredMeterEvent,
-    SupersededWhy,
-)
-from openami.readings.rules import INTERVAL_OBIS_OF_REGISTER, Flag, Rule
-from openami.storage.base import UTCDateTime
+from openami.readings.models import LatestInstant, StoredMeterEvent
+from openami.readings.rules import Rule
 
 # One bit per VEE rule in `reading_interval.flags`, so "intervals with a spike" is a cheap bitwise test.
 RULE_BITS: dict[Rule, int] = {rule: 1 << n for n, rule in enumerate(Rule)}
@@ -184,11 +175,18 @@ class RawSql:
         """Rows with their instants in the driver's format."""
         if self.is_postgres or not instant_positions:
             return [tuple(r) for r in rows]
+        # Meters share the interval grid and a batch shares its received_at, so a few distinct instants
+        # recur across many rows: each is formatted once.
+        texts: dict[datetime, str] = {}
         out = []
         for row in rows:
             values = list(row)
             for i in instant_positions:
-                values[i] = values[i].astimezone(UTC).strftime(_SQLITE_INSTANT)
+                instant = values[i]
+                text = texts.get(instant)
+                if text is None:
+                    text = texts[instant] = instant.astimezone(UTC).strftime(_SQLITE_INSTANT)
+                values[i] = text
             out.append(tuple(values))
         return out
 
@@ -362,192 +360,14 @@ def executemany_baseline(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> i
     )
 
 
-# --- versions, instants, events, flags: set-based Core statements (small, portable) -------------------------
+# --- latest instants and meter events: set-based Core statements (small, portable) -------------------------
 
 
-def _dialect_insert(session: Session, table: Any) -> Any:
+def dialect_insert(session: Session, table: Any) -> Any:
     """The dialect's INSERT with ON CONFLICT support (PostgreSQL and SQLite spell it the same way)."""
     if session.get_bind().dialect.name == "postgresql":
         return pg_insert(table)
     return sqlite_insert(table)
-
-
-_INTERVAL: Table = cast(Table, IntervalReading.__table__)
-_INTERVAL_HISTORY: Table = cast(Table, IntervalReadingHistory.__table__)
-_REGISTER: Table = cast(Table, RegisterReading.__table__)
-_REGISTER_HISTORY: Table = cast(Table, RegisterReadingHistory.__table__)
-_HISTORY_COPIED = (
-    "meter_id",
-    "obis",
-    "interval_start",
-    "version",
-    "interval_s",
-    "energy_wh",
-    "quality",
-    "source",
-    "status",
-    "received_at",
-    "flags",
-    "edited_by",
-    "reason",
-)
-
-
-def _copy_interval_to_history(
-    session: Session, keys: Sequence[dict[str, Any]], why: str, now: datetime
-) -> None:
-    """Copy the current rows named by `keys` (meter_id, obis, interval_start) into history."""
-    if not keys:
-        return
-    source = select(
-        *[_INTERVAL.c[c] for c in _HISTORY_COPIED],
-        bindparam("superseded_at", type_=UTCDateTime()),
-        bindparam("why", type_=String()),
-    ).where(
-        _INTERVAL.c.meter_id == bindparam("k_meter"),
-        _INTERVAL.c.obis == bindparam("k_obis"),
-        _INTERVAL.c.interval_start == bindparam("k_start", type_=UTCDateTime()),
-    )
-    statement = _INTERVAL_HISTORY.insert().from_select([*_HISTORY_COPIED, "superseded_at", "why"], source)
-    connection = session.connection()
-    for k in keys:
-        connection.execute(
-            statement,
-            {
-                "k_meter": k["meter_id"],
-                "k_obis": k["obis"],
-                "k_start": k["interval_start"],
-                "superseded_at": now,
-            }
-            | {"why": why},
-        )
-
-
-def supersede_intervals(
-    session: Session, items: Sequence[tuple[tuple[Any, ...], dict[str, Any], int]], why: str, now: datetime
-) -> None:
-    """Move the stored versions to history and make the incoming actual rows current (version + 1).
-
-    `items` are (incoming `INTERVALS` row, stored values, flags of the new version).
-    """
-    if not items:
-        return
-    ordered = sorted(items, key=lambda item: item[0][:3])
-    _copy_interval_to_history(
-        session,
-        [{"meter_id": r[0], "obis": r[1], "interval_start": r[2]} for r, _, _ in ordered],
-        why,
-        now,
-    )
-    statement = (
-        _INTERVAL.update()
-        .where(
-            _INTERVAL.c.meter_id == bindparam("k_meter"),
-            _INTERVAL.c.obis == bindparam("k_obis"),
-            _INTERVAL.c.interval_start == bindparam("k_start", type_=UTCDateTime()),
-        )
-        .values(
-            energy_wh=bindparam("v_energy"),
-            quality=Quality.ACTUAL.value,
-            source=bindparam("v_source"),
-            status=bindparam("v_status"),
-            version=bindparam("v_version"),
-            received_at=bindparam("v_received", type_=UTCDateTime()),
-            flags=bindparam("v_flags"),
-            edited_by=None,
-            reason=None,
-        )
-    )
-    session.connection().execute(
-        statement,
-        [
-            {
-                "k_meter": r[0],
-                "k_obis": r[1],
-                "k_start": r[2],
-                "v_energy": r[4],
-                "v_source": r[6],
-                "v_status": r[7],
-                "v_version": stored["version"] + 1,
-                "v_received": r[9],
-                "v_flags": flags,
-            }
-            for r, stored, flags in ordered
-        ],
-    )
-
-
-def supersede_registers(
-    session: Session, items: Sequence[tuple[tuple[Any, ...], dict[str, Any]]], now: datetime
-) -> None:
-    """Move stored register reads to history (why conflict) and make the incoming `REGISTERS` rows current."""
-    if not items:
-        return
-    ordered = sorted(items, key=lambda item: item[0][:3])
-    copied = ("meter_id", "obis", "read_at", "version", "energy_wh", "source", "received_at")
-    source = select(
-        *[_REGISTER.c[c] for c in copied],
-        bindparam("superseded_at", type_=UTCDateTime()),
-        bindparam("why", type_=String()),
-    ).where(
-        _REGISTER.c.meter_id == bindparam("k_meter"),
-        _REGISTER.c.obis == bindparam("k_obis"),
-        _REGISTER.c.read_at == bindparam("k_at", type_=UTCDateTime()),
-    )
-    to_history = _REGISTER_HISTORY.insert().from_select([*copied, "superseded_at", "why"], source)
-    connection = session.connection()
-    for r, _ in ordered:
-        connection.execute(
-            to_history,
-            {
-                "k_meter": r[0],
-                "k_obis": r[1],
-                "k_at": r[2],
-                "superseded_at": now,
-                "why": SupersededWhy.CONFLICT.value,
-            },
-        )
-    connection.execute(
-        _REGISTER.update()
-        .where(
-            _REGISTER.c.meter_id == bindparam("k_meter"),
-            _REGISTER.c.obis == bindparam("k_obis"),
-            _REGISTER.c.read_at == bindparam("k_at", type_=UTCDateTime()),
-        )
-        .values(
-            energy_wh=bindparam("v_energy"),
-            source=bindparam("v_source"),
-            version=bindparam("v_version"),
-            received_at=bindparam("v_received", type_=UTCDateTime()),
-        ),
-        [
-            {
-                "k_meter": r[0],
-                "k_obis": r[1],
-                "k_at": r[2],
-                "v_energy": r[3],
-                "v_source": r[4],
-                "v_version": stored["version"] + 1,
-                "v_received": r[6],
-            }
-            for r, stored in ordered
-        ],
-    )
-
-
-def history_energies(session: Session, rows: Sequence[tuple[Any, ...]]) -> dict[tuple[Any, ...], set[int]]:
-    """Every energy (Wh) superseded for the keys of these `INTERVALS` rows, by (meter_id, obis, start)."""
-    out: dict[tuple[Any, ...], set[int]] = {}
-    for meter_id, obis, start, *_ in rows:
-        found = session.execute(
-            select(IntervalReadingHistory.energy_wh).where(
-                IntervalReadingHistory.meter_id == meter_id,
-                IntervalReadingHistory.obis == obis,
-                IntervalReadingHistory.interval_start == start,
-            )
-        ).scalars()
-        out[meter_id, obis, start] = set(found)
-    return out
 
 
 def upsert_instants(session: Session, rows: Sequence[tuple[int, str, float, datetime, datetime]]) -> None:
@@ -560,7 +380,7 @@ def upsert_instants(session: Session, rows: Sequence[tuple[int, str, float, date
     if not newest:
         return
     table = cast(Table, LatestInstant.__table__)
-    statement = _dialect_insert(session, table)
+    statement = dialect_insert(session, table)
     statement = statement.on_conflict_do_update(
         index_elements=["meter_id", "obis"],
         set_={
@@ -587,7 +407,7 @@ def insert_events(session: Session, rows: Sequence[tuple[int, int, str, datetime
     unique = {row[:2]: row for row in rows}
     if not unique:
         return
-    statement = _dialect_insert(session, StoredMeterEvent.__table__).on_conflict_do_nothing()
+    statement = dialect_insert(session, StoredMeterEvent.__table__).on_conflict_do_nothing()
     session.connection().execute(
         statement,
         [
@@ -595,170 +415,3 @@ def insert_events(session: Session, rows: Sequence[tuple[int, int, str, datetime
             for (m, s, c, t, d, r) in (unique[k] for k in sorted(unique))
         ],
     )
-
-
-def store_flags(session: Session, flags: Sequence[tuple[int, Flag]], now: datetime) -> list[str]:
-    """Store VEE flags (meter_id, Flag) idempotently; returns the rule of each flag newly raised or re-raised.
-
-    A flag already stored with the same reason and not cleared is left alone; one with a new reason, or one
-    that was cleared, is raised again. REGISTER_MISMATCH flags also mark the intervals they span.
-    """
-    unique = {(m, f.obis, f.rule.value, f.start, f.end): f for m, f in flags}
-    if not unique:
-        return []
-    table = cast(Table, ReadingFlag.__table__)
-    statement = _dialect_insert(session, table)
-    statement = statement.on_conflict_do_update(
-        index_elements=["meter_id", "obis", "rule", "start_at", "end_at"],
-        set_={
-            "reason": statement.excluded.reason,
-            "raised_at": statement.excluded.raised_at,
-            "cleared_at": None,
-        },
-        where=(table.c.reason != statement.excluded.reason) | table.c.cleared_at.is_not(None),
-    ).returning(table.c.id)
-    raised: list[str] = []
-    connection = session.connection()
-    for key in sorted(unique, key=lambda k: (k[0], k[1], k[2], k[3], k[4])):
-        meter_id, obis, rule, start, end = key
-        flag = unique[key]
-        row = connection.execute(
-            statement,
-            {
-                "meter_id": meter_id,
-                "obis": obis,
-                "rule": rule,
-                "start_at": start,
-                "end_at": end,
-                "reason": flag.reason[:500],
-                "raised_at": now,
-            },
-        ).first()
-        if row is None:
-            continue
-        raised.append(rule)
-        interval_obis = INTERVAL_OBIS_OF_REGISTER.get(obis)
-        if flag.rule is Rule.REGISTER_MISMATCH and interval_obis is not None:
-            connection.execute(
-                _INTERVAL.update()
-                .where(
-                    _INTERVAL.c.meter_id == meter_id,
-                    _INTERVAL.c.obis == interval_obis,
-                    _INTERVAL.c.interval_start >= start,
-                    _INTERVAL.c.interval_start < end,
-                )
-                .values(flags=_INTERVAL.c.flags.op("|")(RULE_BITS[Rule.REGISTER_MISMATCH]))
-            )
-    return raised
-
-
-def clear_flags(session: Session, flag_ids: Sequence[int], now: datetime) -> None:
-    if flag_ids:
-        session.execute(
-            update(ReadingFlag)
-            .where(ReadingFlag.id.in_(list(flag_ids)), ReadingFlag.cleared_at.is_(None))
-            .values(cleared_at=now)
-        )
-
-
-def clear_gap_flags(
-    session: Session, meter_id: int, obis: str, start: datetime, end: datetime, now: datetime
-) -> None:
-    """Clear the GAP flags lying within `[start, end)`: real values fill that span now."""
-    session.execute(
-        update(ReadingFlag)
-        .where(
-            ReadingFlag.meter_id == meter_id,
-            ReadingFlag.obis == obis,
-            ReadingFlag.rule == Rule.GAP.value,
-            ReadingFlag.start_at >= start,
-            ReadingFlag.end_at <= end,
-            ReadingFlag.cleared_at.is_(None),
-        )
-        .values(cleared_at=now)
-    )
-
-
-def insert_estimates(
-    session: Session, rows: Sequence[tuple[int, str, datetime, int, int, str]], now: datetime
-) -> int:
-    """Store estimated intervals (meter_id, obis, start, interval_s, energy_wh, reason) where none is stored.
-
-    Returns how many were stored; an interval whose actual value arrived meanwhile keeps it.
-    """
-    if not rows:
-        return 0
-    statement = _dialect_insert(session, _INTERVAL).on_conflict_do_nothing().returning(_INTERVAL.c.meter_id)
-    stored = 0
-    connection = session.connection()
-    for meter_id, obis, start, interval_s, energy_wh, reason in sorted(rows):
-        row = connection.execute(
-            statement,
-            {
-                "meter_id": meter_id,
-                "obis": obis,
-                "interval_start": start,
-                "interval_s": interval_s,
-                "energy_wh": energy_wh,
-                "quality": Quality.ESTIMATED.value,
-                "source": Source.ESTIMATE.value,
-                "status": 0,
-                "version": 1,
-                "received_at": now,
-                "flags": RULE_BITS[Rule.GAP],
-                "reason": reason[:500],
-            },
-        ).first()
-        stored += row is not None
-    return stored
-
-
-def edit_interval_row(
-    session: Session,
-    meter_id: int,
-    obis: str,
-    interval_start: datetime,
-    interval_s: int,
-    energy_wh: int,
-    reason: str,
-    editor: str,
-    now: datetime,
-) -> int:
-    """Make an operator's value current (quality edited), the previous one going to history; new version."""
-    connection = session.connection()
-    key = (
-        (_INTERVAL.c.meter_id == meter_id)
-        & (_INTERVAL.c.obis == obis)
-        & (_INTERVAL.c.interval_start == interval_start)
-    )
-    current = connection.execute(select(_INTERVAL.c.version).where(key).with_for_update()).scalar()
-    values = {
-        "energy_wh": energy_wh,
-        "quality": Quality.EDITED.value,
-        "source": Source.OPERATOR.value,
-        "status": 0,
-        "received_at": now,
-        "edited_by": editor[:120],
-        "reason": reason[:500],
-    }
-    if current is None:
-        connection.execute(
-            _INTERVAL.insert().values(
-                meter_id=meter_id,
-                obis=obis,
-                interval_start=interval_start,
-                interval_s=interval_s,
-                version=1,
-                flags=0,
-                **values,
-            )
-        )
-        return 1
-    _copy_interval_to_history(
-        session,
-        [{"meter_id": meter_id, "obis": obis, "interval_start": interval_start}],
-        SupersededWhy.EDITED,
-        now,
-    )
-    connection.execute(_INTERVAL.update().where(key).values(version=current + 1, **values))
-    return int(current) + 1

@@ -72,7 +72,7 @@ def expected_interval_starts(day: date, timezone: str, interval_s: int) -> list[
     return _grid_starts(start, end, interval_s)
 
 
-def completeness_grid(  # noqa: PLR0917 (the signature the readings service calls, positional by design)
+def completeness_grid(
     qualities: Mapping[datetime, str],
     days: Sequence[date],
     timezone: str,

@@ -96,7 +96,7 @@ def linear_interpolation(
     return _in_given_order(_round_to_total(shape, total_wh), order)
 
 
-def like_day_profile(  # noqa: PLR0917 (the signature the readings service calls, positional by design)
+def like_day_profile(
     missing_starts: Sequence[datetime],
     history: Mapping[datetime, int],
     interval_s: int,

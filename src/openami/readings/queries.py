@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ARRAY, Integer, any_, func, literal, select
 from sqlalchemy.orm import Session
 
 from openami.common.clock import ensure_aware
@@ -278,12 +278,14 @@ def previous_registers(
         return {}
     raw = RawSql.of(session)
     keys = sorted(wanted)
-    values = ", ".join("(?, ?, ?)" for _ in keys)
-    params: list[Any] = []
-    for meter_id, obis in keys:
-        params += [meter_id, obis, raw.instant(wanted[meter_id, obis])]
+    if raw.is_postgres:  # three array parameters, not three per key: a short statement to send and parse
+        source = "SELECT * FROM unnest(?::int4[], ?::text[], ?::timestamptz[])"
+        params: list[Any] = [[m for m, _ in keys], [o for _, o in keys], [wanted[k] for k in keys]]
+    else:
+        source = "VALUES " + ", ".join("(?, ?, ?)" for _ in keys)
+        params = [p for m, o in keys for p in (m, o, raw.instant(wanted[m, o]))]
     rows = raw.fetchall(
-        f"WITH w(meter_id, obis, before_at) AS (VALUES {values}) "  # noqa: S608 (placeholders only)
+        f"WITH w(meter_id, obis, before_at) AS ({source}) "  # noqa: S608 (placeholders only)
         "SELECT r.meter_id, r.obis, r.read_at, r.energy_wh FROM w JOIN reading_register r "
         "ON r.meter_id = w.meter_id AND r.obis = w.obis AND r.read_at = ("
         "SELECT max(r2.read_at) FROM reading_register r2 "
@@ -421,7 +423,7 @@ def unsettled_gaps(
     rows = session.execute(
         select(ReadingGap.id, ReadingGap.meter_id, ReadingGap.obis, ReadingGap.start_at, ReadingGap.end_at)
         .where(
-            ReadingGap.meter_id.in_(list(meter_ids)),
+            _meter_among(session, ReadingGap.meter_id, meter_ids),
             ReadingGap.status.in_([s.value for s in OPEN_GAP_STATUSES]),
         )
         .order_by(ReadingGap.meter_id, ReadingGap.start_at)
@@ -460,12 +462,19 @@ def open_gap_flags(
         select(
             ReadingFlag.id, ReadingFlag.meter_id, ReadingFlag.obis, ReadingFlag.start_at, ReadingFlag.end_at
         ).where(
-            ReadingFlag.meter_id.in_(list(meter_ids)),
+            _meter_among(session, ReadingFlag.meter_id, meter_ids),
             ReadingFlag.cleared_at.is_(None),
             ReadingFlag.rule == "gap",
         )
     ).all()
     return [(int(i), int(m), o, s, e) for i, m, o, s, e in rows]
+
+
+def _meter_among(session: Session, column: Any, meter_ids: Sequence[int]) -> Any:
+    """`column IN meter_ids`; on PostgreSQL `= ANY(array)`, one parameter rather than one per meter."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(literal(list(meter_ids), ARRAY(Integer)))
+    return column.in_(list(meter_ids))
 
 
 def _grid_count(start: datetime, end: datetime, interval_s: int) -> int:

@@ -10,17 +10,21 @@ nothing all day is what a house without solar panels does, so 0 Wh of export say
 Interval starts live on the grid of `interval_s`-long intervals counted from the Unix epoch (UTC midnight),
 the grid of `openami.common.units.floor_to_interval`. A value whose start is off that grid fills no grid
 slot, so the slot it should have filled is reported as a gap.
+
+`validate` runs on the ingest hot path, so the rules' logic lives in `rule_cores`, on values already
+checked and with instants in whole microseconds since the epoch: each rule here checks its own input and
+calls its core; `validate` checks everything once and calls the cores directly. `Rule`, `Flag` and the
+wording of reasons come from `findings`.
 """
 
 from __future__ import annotations
 
-import enum
-import itertools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from operator import itemgetter
 from types import MappingProxyType
 
 from openami.common.errors import ValidationError
@@ -31,10 +35,39 @@ from openami.common.obis import (
     ACTIVE_IMPORT_TOTAL,
     CLOCK,
 )
+from openami.readings import rule_cores as core
+from openami.readings.findings import (
+    Flag,
+    Rule,
+    format_duration,
+    format_energy_wh,
+    format_instant,
+    format_number,
+)
 from openami.readings.interfaces import IntervalValue, RegisterValue
+from openami.readings.rule_cores import EPOCH, ONE_US, Item, Read
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
+__all__ = [
+    "EPOCH",
+    "INTERVAL_OBIS_OF_REGISTER",
+    "RULES",
+    "ZERO_RUN_EXEMPT",
+    "Flag",
+    "Rule",
+    "ValidationContext",
+    "clock_drift",
+    "conflict",
+    "format_duration",
+    "format_energy_wh",
+    "format_instant",
+    "format_number",
+    "gap",
+    "negative_consumption",
+    "register_mismatch",
+    "spike",
+    "validate",
+    "zero_run",
+]
 
 # The load-profile quantity whose intervals add up to each cumulative register; per-rate registers
 # (1-0:1.8.1 ...) have none, because the load profile does not split energy by tariff rate.
@@ -43,27 +76,7 @@ INTERVAL_OBIS_OF_REGISTER: Mapping[str, str] = MappingProxyType(
 )
 # Interval quantities for which long runs of 0 Wh are normal (see the module docstring).
 ZERO_RUN_EXEMPT: frozenset[str] = frozenset({ACTIVE_EXPORT_INTERVAL})
-
-
-class Rule(enum.StrEnum):
-    GAP = "gap"
-    SPIKE = "spike"
-    NEGATIVE = "negative"
-    REGISTER_MISMATCH = "register_mismatch"
-    CLOCK_DRIFT = "clock_drift"
-    ZERO_RUN = "zero_run"
-    CONFLICT = "conflict"
-
-
-@dataclass(frozen=True, slots=True)
-class Flag:
-    """One problem a rule found: the rule, the quantity, the affected span `[start, end)` (UTC) and why."""
-
-    rule: Rule
-    obis: str
-    start: datetime  # first affected instant or interval start (aware UTC)
-    end: datetime  # end of the affected span, exclusive (== start for an instant)
-    reason: str  # human readable, with the numbers and units
+_START_US = itemgetter(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,44 +105,6 @@ class ValidationContext:
             )
 
 
-# --- formatting shared by the reasons of rules and estimates ----------------------------------------------
-
-
-def format_number(value: float) -> str:
-    """`13648` -> "13 648", `13800.4` -> "13 800.4": spaces between thousands, a decimal if not whole."""
-    if isinstance(value, int) or value.is_integer():
-        return f"{int(value):,}".replace(",", " ")
-    return f"{value:,.1f}".replace(",", " ")
-
-
-def format_energy_wh(energy_wh: int) -> str:
-    return f"{format_number(energy_wh)} Wh"
-
-
-def format_instant(instant: datetime) -> str:
-    """An instant as "2026-03-02 10:15 UTC" (seconds shown only when not zero)."""
-    t = instant.astimezone(UTC)
-    if t.microsecond:
-        return t.strftime("%Y-%m-%d %H:%M:%S.%f UTC")
-    if t.second:
-        return t.strftime("%Y-%m-%d %H:%M:%S UTC")
-    return t.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def format_duration(seconds: int) -> str:
-    """A whole number of seconds as "1 d 2 h 15 min 30 s", leaving out zero parts ("15 min", "0 s")."""
-    if seconds == 0:
-        return "0 s"
-    sign = "-" if seconds < 0 else ""
-    rest = abs(seconds)
-    parts = []
-    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60), ("s", 1)):
-        count, rest = divmod(rest, size)
-        if count:
-            parts.append(f"{count} {unit}")
-    return sign + " ".join(parts)
-
-
 # --- the rules --------------------------------------------------------------------------------------------
 
 
@@ -152,25 +127,13 @@ def gap(
         raise ValidationError(
             f"expected_end {format_instant(end)} is before expected_start {format_instant(start)}", "gap"
         )
-    step_us = interval_s * 1_000_000
-    present = {_epoch_us(_utc(t, f"gap present_starts[{i}]")) for i, t in enumerate(present_starts)}
-    first_us = -(-_epoch_us(start) // step_us) * step_us  # the first grid slot at or after `start`
-    end_us = _epoch_us(end)
-
-    flags = []
-    run_start: int | None = None
-    slot = first_us
-    while slot < end_us:
-        if slot not in present:
-            if run_start is None:
-                run_start = slot
-        elif run_start is not None:
-            flags.append(_gap_flag(obis, run_start, slot, interval_s))
-            run_start = None
-        slot += step_us
-    if run_start is not None:
-        flags.append(_gap_flag(obis, run_start, slot, interval_s))
-    return flags
+    present = [
+        ((t if t.tzinfo is UTC else _utc(t, f"gap present_starts[{i}]")) - EPOCH) // ONE_US
+        for i, t in enumerate(present_starts)
+    ]
+    step_us = interval_s * core.US_PER_S
+    first_us = -(-core.to_epoch_us(start) // step_us) * step_us  # the first grid slot at or after `start`
+    return core.gaps(obis, present, first_us, core.to_epoch_us(end), interval_s)
 
 
 def spike(intervals: Sequence[IntervalValue], max_power_w: float) -> list[Flag]:
@@ -180,16 +143,8 @@ def spike(intervals: Sequence[IntervalValue], max_power_w: float) -> list[Flag]:
     """
     _require_positive_power(max_power_w, "spike")
     flags = []
-    for i, v in enumerate(intervals):
-        start = _interval_start(v, f"spike intervals[{i}]")
-        # Compared as products so that the verdict does not depend on float division.
-        if v.energy_wh * 3600 > max_power_w * v.interval_s:
-            power_w = v.energy_wh * 3600 / v.interval_s
-            reason = (
-                f"{format_energy_wh(v.energy_wh)} in {format_duration(v.interval_s)} = "
-                f"{format_number(power_w)} W > {format_number(max_power_w)} W rating"
-            )
-            flags.append(Flag(Rule.SPIKE, v.obis, start, start + timedelta(seconds=v.interval_s), reason))
+    for obis, items in _interval_items(intervals, "spike").items():
+        flags += core.spikes(obis, items, max_power_w)
     return _sorted(flags)
 
 
@@ -201,21 +156,10 @@ def negative_consumption(
     Two reads of one register at the same instant with different values are a conflict, not a decrease.
     """
     flags = []
-    for i, v in enumerate(intervals):
-        start = _interval_start(v, f"negative_consumption intervals[{i}]")
-        if v.energy_wh < 0:
-            end = start + timedelta(seconds=v.interval_s)
-            reason = f"interval energy is {format_energy_wh(v.energy_wh)}: it cannot be negative"
-            flags.append(Flag(Rule.NEGATIVE, v.obis, start, end, reason))
-    for obis, reads in _registers_by_obis(registers, "negative_consumption").items():
-        for (t0, wh0), (t1, wh1) in itertools.pairwise(reads):
-            if wh1 < wh0:  # reads at one instant are sorted by value, so they never fall
-                reason = (
-                    f"register {obis} fell from {format_energy_wh(wh0)} at {format_instant(t0)} to "
-                    f"{format_energy_wh(wh1)} at {format_instant(t1)} ({format_energy_wh(wh1 - wh0)}): "
-                    "a cumulative register never decreases"
-                )
-                flags.append(Flag(Rule.NEGATIVE, obis, t0, t1, reason))
+    for obis, items in _interval_items(intervals, "negative_consumption").items():
+        flags += core.negative_intervals(obis, items)
+    for obis, reads in _register_reads(registers, "negative_consumption").items():
+        flags += core.falling_registers(obis, reads)
     return _sorted(flags)
 
 
@@ -248,35 +192,10 @@ def register_mismatch(
             f"`after` was read at {format_instant(t1)}, before `before` at {format_instant(t0)}",
             "register_mismatch",
         )
-    by_start: dict[datetime, set[tuple[int, int]]] = defaultdict(set)
-    for i, v in enumerate(intervals):
-        start = _interval_start(v, f"register_mismatch intervals[{i}]")
-        if v.obis == interval_obis and start >= t0 and start + timedelta(seconds=v.interval_s) <= t1:
-            by_start[start].add((v.interval_s, v.energy_wh))
-    if t1 == t0 or any(len(versions) > 1 for versions in by_start.values()):
-        return []
-    cursor = t0
-    interval_sum_wh = 0
-    for start in sorted(by_start):
-        ((interval_s, energy_wh),) = by_start[start]
-        if start != cursor:
-            return []
-        cursor = start + timedelta(seconds=interval_s)
-        interval_sum_wh += energy_wh
-    if cursor != t1:
-        return []
-    delta_wh = after.energy_wh - before.energy_wh
-    difference_wh = delta_wh - interval_sum_wh
-    if abs(difference_wh) <= tolerance_wh:
-        return []
-    sign = "+" if difference_wh > 0 else ""
-    reason = (
-        f"register {before.obis} rose {format_energy_wh(delta_wh)} from {format_instant(t0)} to "
-        f"{format_instant(t1)}, but its {len(by_start)} intervals ({interval_obis}) sum to "
-        f"{format_energy_wh(interval_sum_wh)}: {sign}{format_energy_wh(difference_wh)} apart, "
-        f"tolerance {format_energy_wh(tolerance_wh)}"
-    )
-    return [Flag(Rule.REGISTER_MISMATCH, before.obis, t0, t1, reason)]
+    items = sorted(_interval_items(intervals, "register_mismatch").get(interval_obis, ()))
+    first_read = (core.to_epoch_us(t0), before.energy_wh)
+    last_read = (core.to_epoch_us(t1), after.energy_wh)
+    return core.register_mismatch(before.obis, first_read, last_read, interval_obis, items, tolerance_wh)
 
 
 def clock_drift(meter_time: datetime, received_at: datetime, max_drift_s: float) -> list[Flag]:
@@ -311,16 +230,8 @@ def zero_run(intervals: Sequence[IntervalValue], max_run_intervals: int) -> list
     """
     _require(max_run_intervals >= 0, f"max_run_intervals must be >= 0, got {max_run_intervals}", "zero_run")
     flags = []
-    for obis, slots in _interval_slots(intervals, "zero_run").items():
-        run: list[tuple[datetime, datetime]] = []  # (start, end) of the zero slots of the current run
-        for start, (end, energies) in sorted(slots.items()):
-            is_zero = energies == {0}
-            if run and (not is_zero or start != run[-1][1]):
-                flags.extend(_zero_run_flag(obis, run, max_run_intervals))
-                run = []
-            if is_zero:
-                run.append((start, end))
-        flags.extend(_zero_run_flag(obis, run, max_run_intervals))
+    for obis, items in _interval_items(intervals, "zero_run").items():
+        flags += core.zero_runs(obis, items, max_run_intervals)
     return _sorted(flags)
 
 
@@ -330,25 +241,10 @@ def conflict(intervals: Sequence[IntervalValue], registers: Sequence[RegisterVal
     Pass stored and incoming values together to find what a new reading contradicts.
     """
     flags = []
-    versions: dict[tuple[str, datetime], set[tuple[int, int]]] = defaultdict(set)
-    for i, v in enumerate(intervals):
-        versions[v.obis, _interval_start(v, f"conflict intervals[{i}]")].add((v.interval_s, v.energy_wh))
-    for (obis, start), found in versions.items():
-        if len(found) > 1:
-            values = ", ".join(
-                f"{format_energy_wh(wh)} in {format_duration(length_s)}" for length_s, wh in sorted(found)
-            )
-            end = start + timedelta(seconds=max(length_s for length_s, _ in found))
-            reason = f"{len(found)} different values for the interval from {format_instant(start)}: {values}"
-            flags.append(Flag(Rule.CONFLICT, obis, start, end, reason))
-    reads: dict[tuple[str, datetime], set[int]] = defaultdict(set)
-    for i, r in enumerate(registers):
-        reads[r.obis, _utc(r.read_at, f"conflict registers[{i}]")].add(r.energy_wh)
-    for (obis, read_at), energies in reads.items():
-        if len(energies) > 1:
-            values = ", ".join(format_energy_wh(wh) for wh in sorted(energies))
-            reason = f"{len(energies)} different register values read at {format_instant(read_at)}: {values}"
-            flags.append(Flag(Rule.CONFLICT, obis, read_at, read_at, reason))
+    for obis, items in _interval_items(intervals, "conflict").items():
+        flags += core.interval_conflicts(obis, items)
+    for obis, reads in _register_reads(registers, "conflict").items():
+        flags += core.register_conflicts(obis, reads)
     return _sorted(flags)
 
 
@@ -367,31 +263,50 @@ def validate(
     only when both `meter_time` and `received_at` are given. Raises ValidationError for values no rule can
     judge: a naive datetime, or an interval whose length is not the meter's load-profile interval.
     """
+    interval_s = context.interval_s
+    series: dict[str, list[Item]] = {}
     for i, v in enumerate(intervals):
-        where = f"intervals[{i}] ({v.obis} at {v.interval_start.isoformat()})"
-        _utc(v.interval_start, where)
-        if v.interval_s != context.interval_s:
-            raise ValidationError(
-                f"interval is {v.interval_s} s long, the meter's load profile is {context.interval_s} s",
-                where,
-            )
+        start = v.interval_start
+        if start.tzinfo is not UTC or v.interval_s != interval_s:
+            # The checks and their messages, built only for the rare value that is not plain UTC.
+            where = f"intervals[{i}] ({v.obis} at {start.isoformat()})"
+            start = _utc(start, where)
+            if v.interval_s != interval_s:
+                raise ValidationError(
+                    f"interval is {v.interval_s} s long, the meter's load profile is {interval_s} s", where
+                )
+        item = ((start - EPOCH) // ONE_US, interval_s, v.energy_wh)
+        found = series.get(v.obis)
+        if found is None:
+            series[v.obis] = [item]
+        else:
+            found.append(item)
     for i, r in enumerate(registers):
-        _utc(r.read_at, f"registers[{i}] ({r.obis})")
+        if r.read_at.tzinfo is not UTC:
+            _utc(r.read_at, f"registers[{i}] ({r.obis})")
+    reads = _register_reads(registers, "validate")
 
     flags: list[Flag] = []
-    by_obis: dict[str, list[IntervalValue]] = defaultdict(list)
-    for v in intervals:
-        by_obis[v.obis].append(v)
-    for obis, values in by_obis.items():
-        starts = [v.interval_start for v in values]
-        span_end = max(starts) + timedelta(seconds=context.interval_s)
-        flags += gap(starts, min(starts), span_end, context.interval_s, obis)
+    step_us = interval_s * core.US_PER_S
+    ordered: dict[str, list[Item]] = {}
+    for obis, items in series.items():
+        flags += core.spikes(obis, items, context.max_power_w)
+        flags += core.negative_intervals(obis, items)
+        flags += core.interval_conflicts(obis, items)
+        ordered[obis] = by_start = sorted(items)
+        first_us, last_us = by_start[0][0], by_start[-1][0]
+        grid_first_us = -(-first_us // step_us) * step_us
+        flags += core.gaps(obis, list(map(_START_US, by_start)), grid_first_us, last_us + step_us, interval_s)
         if obis not in ZERO_RUN_EXEMPT:
-            flags += zero_run(values, context.max_zero_run_intervals)
-    flags += spike(intervals, context.max_power_w)
-    flags += negative_consumption(intervals, registers)
-    flags += conflict(intervals, registers)
-    flags += _register_mismatches(intervals, registers, context.register_tolerance_wh)
+            flags += core.zero_runs(obis, by_start, context.max_zero_run_intervals)
+    for obis, obis_reads in reads.items():
+        flags += core.falling_registers(obis, obis_reads)
+        flags += core.register_conflicts(obis, obis_reads)
+        interval_obis = INTERVAL_OBIS_OF_REGISTER.get(obis)
+        if interval_obis is not None:
+            by_start = ordered.get(interval_obis, [])
+            tolerance_wh = context.register_tolerance_wh
+            flags += core.register_mismatches(obis, obis_reads, interval_obis, by_start, tolerance_wh)
     if meter_time is not None and received_at is not None:
         flags += clock_drift(meter_time, received_at, context.max_clock_drift_s)
     return _sorted(flags)
@@ -414,74 +329,31 @@ RULES: Mapping[Rule, Callable[..., list[Flag]]] = MappingProxyType(
 # --- helpers ----------------------------------------------------------------------------------------------
 
 
-def _register_mismatches(
-    intervals: Sequence[IntervalValue], registers: Sequence[RegisterValue], tolerance_wh: int
-) -> list[Flag]:
-    """`register_mismatch` over consecutive, unambiguous, non-decreasing reads of comparable registers."""
-    flags = []
-    for obis, reads in _registers_by_obis(registers, "validate").items():
-        if obis not in INTERVAL_OBIS_OF_REGISTER:
-            continue
-        by_instant: dict[datetime, set[int]] = defaultdict(set)
-        for read_at, energy_wh in reads:
-            by_instant[read_at].add(energy_wh)
-        # A read with two values is a conflict and cannot anchor a comparison; its neighbours still can.
-        clear = [(t, next(iter(e))) for t, e in sorted(by_instant.items()) if len(e) == 1]
-        for (t0, wh0), (t1, wh1) in itertools.pairwise(clear):
-            if wh1 >= wh0:  # a decrease is already a NEGATIVE flag
-                before, after = RegisterValue(obis, t0, wh0), RegisterValue(obis, t1, wh1)
-                flags += register_mismatch(before, after, intervals, tolerance_wh)
-    return flags
+def _interval_items(intervals: Iterable[IntervalValue], where: str) -> dict[str, list[Item]]:
+    """The values per OBIS code, in input order, each checked as `_interval_start` does."""
+    out: dict[str, list[Item]] = {}
+    for i, v in enumerate(intervals):
+        start = v.interval_start
+        if start.tzinfo is not UTC or v.interval_s <= 0:
+            start = _interval_start(v, f"{where} intervals[{i}]")
+        item = ((start - EPOCH) // ONE_US, v.interval_s, v.energy_wh)
+        found = out.get(v.obis)
+        if found is None:
+            out[v.obis] = [item]
+        else:
+            found.append(item)
+    return out
 
 
-def _registers_by_obis(
-    registers: Iterable[RegisterValue], where: str
-) -> dict[str, list[tuple[datetime, int]]]:
-    """(read_at UTC, energy_wh) per OBIS code, sorted by instant then value."""
-    out: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
+def _register_reads(registers: Iterable[RegisterValue], where: str) -> dict[str, list[Read]]:
+    """(read_at µs, energy_wh) per OBIS code, sorted by instant then value."""
+    out: dict[str, list[Read]] = defaultdict(list)
     for i, r in enumerate(registers):
-        out[r.obis].append((_utc(r.read_at, f"{where} registers[{i}]"), r.energy_wh))
+        read_at = r.read_at if r.read_at.tzinfo is UTC else _utc(r.read_at, f"{where} registers[{i}]")
+        out[r.obis].append(((read_at - EPOCH) // ONE_US, r.energy_wh))
     for reads in out.values():
         reads.sort()
     return out
-
-
-def _interval_slots(
-    intervals: Iterable[IntervalValue], where: str
-) -> dict[str, dict[datetime, tuple[datetime, set[int]]]]:
-    """Per OBIS code: interval start -> (latest end, the set of energies given for that start)."""
-    out: dict[str, dict[datetime, tuple[datetime, set[int]]]] = defaultdict(dict)
-    for i, v in enumerate(intervals):
-        start = _interval_start(v, f"{where} intervals[{i}]")
-        end = start + timedelta(seconds=v.interval_s)
-        previous_end, energies = out[v.obis].get(start, (end, set()))
-        energies.add(v.energy_wh)
-        out[v.obis][start] = (max(end, previous_end), energies)
-    return out
-
-
-def _zero_run_flag(obis: str, run: list[tuple[datetime, datetime]], max_run_intervals: int) -> list[Flag]:
-    if len(run) <= max_run_intervals:
-        return []
-    start, end = run[0][0], run[-1][1]
-    reason = (
-        f"{len(run)} consecutive intervals of 0 Wh ({format_duration(int((end - start).total_seconds()))}) "
-        f"from {format_instant(start)} to {format_instant(end)}, more than the {max_run_intervals} allowed"
-    )
-    return [Flag(Rule.ZERO_RUN, obis, start, end, reason)]
-
-
-def _gap_flag(obis: str, first_us: int, end_us: int, interval_s: int) -> Flag:
-    start = EPOCH + first_us * _ONE_US
-    end = EPOCH + end_us * _ONE_US
-    count = (end_us - first_us) // (interval_s * 1_000_000)
-    if count == 1:
-        what = f"1 interval of {format_duration(interval_s)} missing"
-    else:
-        total = format_duration(count * interval_s)
-        what = f"{count} intervals of {format_duration(interval_s)} missing ({total})"
-    reason = f"{what} from {format_instant(start)} to {format_instant(end)}"
-    return Flag(Rule.GAP, obis, start, end, reason)
 
 
 _RULE_ORDER = {rule: n for n, rule in enumerate(Rule)}
@@ -489,10 +361,6 @@ _RULE_ORDER = {rule: n for n, rule in enumerate(Rule)}
 
 def _sorted(flags: list[Flag]) -> list[Flag]:
     return sorted(flags, key=lambda f: (f.start, f.end, f.obis, _RULE_ORDER[f.rule]))
-
-
-def _epoch_us(instant: datetime) -> int:
-    return (instant - EPOCH) // _ONE_US
 
 
 def _utc(instant: datetime, where: str) -> datetime:

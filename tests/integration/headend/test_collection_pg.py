@@ -16,7 +16,8 @@ from openami.headend.inprocess import InProcessTransport
 @pytest.mark.integration
 def test_a_round_is_skipped_while_another_worker_holds_it(pg_engine: Engine, pg_url: str) -> None:
     container = bootstrap(Settings(database_url=pg_url), engine=pg_engine)
-    jobs = container.collection_jobs(container.headend(InProcessTransport(background=False)))
+    silent_meters = InProcessTransport(background=False, on_command=lambda _serial, _frame: [])
+    jobs = container.collection_jobs(container.headend(silent_meters))
     now = datetime(2026, 3, 2, tzinfo=UTC)
     with container.session_factory() as session, session.begin():
         site = container.registry.create_site(
