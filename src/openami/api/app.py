@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.requests import Request
 
 from openami import __version__
@@ -14,7 +15,8 @@ from openami.registry.api import router as registry_router
 
 
 def create_app(container: Container) -> FastAPI:
-    app = FastAPI(
+    # The interactive docs are served from bundled files: a rural site's operator may have no internet.
+    app = FastAPIOffline(
         title="openami",
         version=__version__,
         description="Smart electricity metering: registry, readings and their quality.",
