@@ -224,6 +224,33 @@ def _constant(name: str) -> Decimal:
     return Decimal({"NaN": "NaN", "Infinity": "Infinity", "-Infinity": "-Infinity"}[name])
 
 
+# No meter value, time or field needs more than this; beyond it a number can only be garbage, and would cost
+# Decimal and int arithmetic seconds (1e999999 as an int) or raise outside FrameRejected.
+MAX_NUMBER_CHARS = 40
+MAX_NUMBER_ADJUSTED = 18  # 10**18 is beyond any register (1 TWh = 10**12 Wh) and any Unix time in ms
+MIN_NUMBER_EXPONENT = -12  # finer than any meter resolves
+
+
+def _out_of_range(text: str) -> FrameRejected:
+    shown = text if len(text) <= 24 else f"{text[:20]}..."
+    return FrameRejected("impossible_value", f"number {shown} in the payload is beyond any meter's range")
+
+
+def _parse_float(text: str) -> Decimal:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _out_of_range(text)
+    number = Decimal(text)
+    if number.adjusted() > MAX_NUMBER_ADJUSTED or int(number.as_tuple().exponent) < MIN_NUMBER_EXPONENT:
+        raise _out_of_range(text)
+    return number
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_ADJUSTED + 2:  # digits and a sign
+        raise _out_of_range(text)
+    return int(text)
+
+
 def _number(value: Any, where: str, name: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
         raise _malformed(f"{where}: {name} must be a number, got {json.dumps(value, default=str)}")
@@ -303,11 +330,15 @@ def unpack_uplink(payload: bytes, serial: str, *, allow_request_id: bool) -> Upl
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise _malformed(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     try:
-        pack = json.loads(payload.decode("utf-8"), parse_float=Decimal, parse_constant=_constant)
+        pack = json.loads(
+            payload.decode("utf-8"), parse_float=_parse_float, parse_int=_parse_int, parse_constant=_constant
+        )
     except UnicodeDecodeError as exc:
         raise _malformed(f"payload is not UTF-8: {exc}") from None
     except json.JSONDecodeError as exc:
         raise _malformed(f"payload is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except (ValueError, RecursionError) as exc:  # e.g. nesting deeper than the parser's stack
+        raise _malformed(f"payload is not a SenML pack: {type(exc).__name__}") from None
     if not isinstance(pack, list) or not pack:
         raise _malformed("payload is not a SenML pack: expected a non-empty JSON array of records")
     if len(pack) > MAX_RECORDS:

@@ -235,6 +235,11 @@ class HeadEnd:
                 except FrameRejected as exc:
                     reject(item.frame, item.topic.serial, exc)
                     continue
+                except Exception as exc:  # a decoder bug must cost one frame, not wedge the batch forever
+                    log.exception("frame_decoder_failed", serial=item.topic.serial, topic=item.frame.topic)
+                    detail = f"the decoder failed on this frame ({type(exc).__name__})"
+                    reject(item.frame, item.topic.serial, FrameRejected("malformed", detail))
+                    continue
                 link.accepted += 1
                 batches.append(
                     MeterBatch(

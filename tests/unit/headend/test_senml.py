@@ -143,8 +143,8 @@ def test_a_time_is_the_same_instant_in_any_number_form(bt: str, t: str) -> None:
         ),
         (
             '{"n":"1-0:1.8.0","u":"Wh","t":10000000000000000000000000000000000000000,"v":1}',
-            "time_out_of_range",
-            "record 1 (1-0:1.8.0): time 1.000000000000000000000000000E+40 s cannot be represented",
+            "impossible_value",
+            "number 10000000000000000000... in the payload is beyond any meter's range",
         ),
         (
             '{"n":"1-0:1.29.0","u":"Wh","t":-905,"v":1,"il_":900,"st_":2147483648}',
@@ -292,3 +292,25 @@ def test_epoch_ms_rounds_half_up_and_accepts_any_zone() -> None:
     assert epoch_ms(T0.astimezone(timezone(timedelta(hours=-3, minutes=-30)))) == BT * 1000
     with pytest.raises(ValueError, match="timezone-aware"):
         epoch_ms(T0.replace(tzinfo=None))
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["1e999999", "1e9999999", "1e-999999999", "1E+2000", "0E-1000", "9" * 5000, "-" + "9" * 30],
+)
+def test_absurd_numbers_are_refused_at_once_as_impossible(number: str) -> None:
+    # Such numbers once cost the decoder seconds (int(Decimal("1e999999"))) or escaped as non-FrameRejected
+    # errors; now the JSON parser refuses them before any arithmetic.
+    payload = (
+        f'[{{"bn":"urn:dev:serial:S1:","bt":1700000000,"n":"1-0:1.8.0","u":"Wh","v":{number}}}]'.encode()
+    )
+    with pytest.raises(FrameRejected) as caught:
+        unpack_uplink(payload, "S1", allow_request_id=False)
+    assert caught.value.reason == "impossible_value"
+
+
+def test_json_nested_past_the_parser_stack_is_malformed() -> None:
+    payload = ("[" * 100_000 + "]" * 100_000).encode()
+    with pytest.raises(FrameRejected) as caught:
+        unpack_uplink(payload, "S1", allow_request_id=False)
+    assert caught.value.reason == "malformed"

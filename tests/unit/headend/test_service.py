@@ -409,3 +409,30 @@ def test_an_empty_batch_does_nothing(session_factory: sessionmaker[Session], clo
     headend, _ = make_headend(session_factory, clock)
     assert headend.handle([]).frames == 0
     assert headend.stats.batches_committed == 0
+
+
+def test_a_decoder_failure_costs_one_frame_not_the_batch(
+    session_factory: sessionmaker[Session],
+    clock: ManualClock,
+    fleet: dict[str, MeterInfo],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from openami.headend import service
+
+    real_decode = service.decode_uplink
+    poisoned = frame(uplink("SN0001", clock.now(), energies_wh=(100,)), 1)
+
+    def decoder_with_a_bug(f: Frame) -> Any:
+        if f is poisoned:
+            raise ZeroDivisionError("a bug in the decoder")
+        return real_decode(f)
+
+    monkeypatch.setattr(service, "decode_uplink", decoder_with_a_bug)
+    headend, sink = make_headend(session_factory, clock)
+    healthy = frame(uplink("SN0002", clock.now(), energies_wh=(50,)), 1, KEY_B)
+    result = headend.handle([poisoned, healthy])
+
+    assert result.accepted == 1
+    assert [r.reason for r in result.rejections] == ["malformed"]
+    assert "ZeroDivisionError" in result.rejections[0].detail
+    assert [b.meter_id for b in sink.batches] == [fleet["SN0002"].id]
