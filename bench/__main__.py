@@ -18,13 +18,14 @@ def _quiet_logs() -> None:
 
 def bench_ingest_postgres(quick: bool) -> None:
     meters, days = (100, 5) if quick else (500, 10)
-    f = ingest.postgres_mqtt(meters, days)
-    print(
-        f"ingest postgresql (MQTT 5 -> worker -> COPY path), {f.intervals:,} intervals from {meters} meters x {days} days:"
-    )
-    print(f"  end to end       {f.e2e_per_s:>12,.0f} readings/s  ({f.e2e_seconds:.2f} s)")
-    print(f"  {f.baseline_name:<16} {f.baseline_per_s:>12,.0f} rows/s      ({f.baseline_seconds:.2f} s)")
-    print(f"  ratio            {f.ratio:>12.2f}  (goal >= 0.5)")
+    for workers in (1, 2):
+        f = ingest.postgres_mqtt(meters, days, workers=workers)
+        print(
+            f"ingest postgresql, MQTT 5 -> {workers} worker process(es) -> COPY path, {f.intervals:,} intervals:"
+        )
+        print(f"  end to end       {f.e2e_per_s:>12,.0f} readings/s  ({f.e2e_seconds:.2f} s)")
+        print(f"  {f.baseline_name:<16} {f.baseline_per_s:>12,.0f} rows/s      ({f.baseline_seconds:.2f} s)")
+        print(f"  ratio            {f.ratio:>12.2f}  (goal >= 0.5)")
 
 
 def bench_ingest_sqlite(quick: bool) -> None:

@@ -97,8 +97,8 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-def postgres_mqtt(meters_n: int, days: int, *, sample_rss: bool = False) -> IngestFigures:
-    """`days` daily frames per meter through Mosquitto and one worker process into PostgreSQL."""
+def postgres_mqtt(meters_n: int, days: int, *, sample_rss: bool = False, workers: int = 1) -> IngestFigures:
+    """`days` daily frames per meter through Mosquitto and `workers` worker processes into PostgreSQL."""
     run = uuid.uuid4().hex[:8]
     topic_root, group, site = f"bench-{run}/v1", f"bench-{run}", f"b{run}"
     with scratch_postgres() as url:
@@ -106,21 +106,23 @@ def postgres_mqtt(meters_n: int, days: int, *, sample_rss: bool = False) -> Inge
         meters = register_meters(container, meters_n, site, first_day_for(days + 1))
         total_frames = meters_n * days
         env = dict(os.environ, OPENAMI_DATABASE_URL=url)
-        worker = subprocess.Popen(
-            [
-                sys.executable, "-m", "openami.headend.worker",
-                "--client-id", f"bench-worker-{run}", "--topic-root", topic_root, "--share-group", group,
-                "--collection-interval-s", "0", "--log-level", "WARNING",
-            ],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+        processes = [
+            subprocess.Popen(
+                [
+                    sys.executable, "-m", "openami.headend.worker",
+                    "--client-id", f"bench-worker-{run}-{n}", "--topic-root", topic_root,
+                    "--share-group", group, "--collection-interval-s", "0", "--log-level", "WARNING",
+                ],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            for n in range(workers)
+        ]  # fmt: skip
+        worker = processes[0]
         rss: list[float] = []
         try:
             time.sleep(1.5)  # connect and subscribe
-            if worker.poll() is not None:
-                raise RuntimeError(
-                    f"worker exited early: {worker.stderr.read().decode() if worker.stderr else ''}"
-                )
+            if any(p.poll() is not None for p in processes):
+                raise RuntimeError("a worker exited before the run started")
             publisher = MqttFramePublisher(host=MQTT_HOST, port=MQTT_PORT, client_id=f"bench-meters-{run}")
             frames: Iterator[Frame] = day_frames(meters, first_day_for(days), days, site, topic_root)
             if not sample_rss:
@@ -143,13 +145,15 @@ def postgres_mqtt(meters_n: int, days: int, *, sample_rss: bool = False) -> Inge
                     published += publisher.publish(chunk)
                 else:
                     time.sleep(0.01)
-                if worker.poll() is not None:
-                    raise RuntimeError("worker died during the run")
+                if any(p.poll() is not None for p in processes):
+                    raise RuntimeError("a worker died during the run")
             elapsed = time.perf_counter() - started
             publisher.close()
         finally:
-            worker.terminate()
-            worker.wait(timeout=30)
+            for p in processes:
+                p.terminate()
+            for p in processes:
+                p.wait(timeout=30)
         stored = _stored_intervals(container)
         expected = meters_n * days * PER_DAY
         if stored != expected:
@@ -164,7 +168,9 @@ def postgres_mqtt(meters_n: int, days: int, *, sample_rss: bool = False) -> Inge
             bulk.copy_rows_baseline(conn, rows)
         baseline = time.perf_counter() - t0
         container.close()
-    return IngestFigures("postgresql+mqtt", expected, elapsed, "bare binary COPY", baseline, rss)
+    return IngestFigures(
+        f"postgresql+mqtt, {workers} worker(s)", expected, elapsed, "bare binary COPY", baseline, rss
+    )
 
 
 def sqlite_inprocess(meters_n: int, days: int, workdir: Path) -> IngestFigures:

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import func, select
 
-from openami.bootstrap import Container, bootstrap
+from openami.bootstrap import Container, bootstrap, tune_gc_for_ingestion
 from openami.common.clock import ManualClock
 from openami.config import Settings
 from openami.headend.collection import CollectionRound
@@ -100,6 +100,7 @@ def run_demo(
     )
     _register_fleet(container, fleet, start, seed)
 
+    tune_gc_for_ingestion()
     transport = InProcessTransport(on_command=fleet.handle_command, background=False)
     headend = container.headend(transport)
     jobs = container.collection_jobs(headend)

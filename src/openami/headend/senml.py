@@ -237,6 +237,8 @@ def _out_of_range(text: str) -> FrameRejected:
 
 
 def _parse_float(text: str) -> Decimal:
+    if len(text) <= MAX_NUMBER_ADJUSTED and "e" not in text and "E" not in text:
+        return Decimal(text)  # the usual case: plain notation this short is cheap to compute with
     if len(text) > MAX_NUMBER_CHARS:
         raise _out_of_range(text)
     number = Decimal(text)

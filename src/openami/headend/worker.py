@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from openami.bootstrap import bootstrap
+from openami.bootstrap import bootstrap, tune_gc_for_ingestion
 from openami.common.clock import Clock
 from openami.config import Settings
 from openami.headend.mqtt import MqttTransport
@@ -52,6 +52,7 @@ def run_worker(
     estimate overdue gaps) that often; several workers may all do so, one round runs at a time.
     """
     container = bootstrap(settings, clock=clock)
+    tune_gc_for_ingestion()
     client_id = client_id or settings.mqtt_client_id or default_client_id()
     if sink is None:
         headend = container.headend()
