@@ -29,6 +29,9 @@ def test_demo_runs_end_to_end_and_notices_every_injected_fault(tmp_path: Path) -
     assert rejected.get("bad_signature", 0) == injected["forged"]
     assert rejected.get("unknown_meter", 0) == injected["unknown_meter"]
     assert summary["frames_accepted"] + sum(rejected.values()) == summary["frames_received"]
+    # Nothing an honest meter sent was refused.
+    assert set(rejected) <= {"replayed", "bad_signature", "unknown_meter"}
+    assert summary["values_rejected"] == {}
     # What was dropped on the way was noticed and recovered; only a meter still out of reach at the end
     # (an outage running past it) may leave a gap open, and then the summary says so.
     assert summary["readings_stored"] > 40 * 4 * 96

@@ -228,7 +228,7 @@ def _constant(name: str) -> Decimal:
 # Decimal and int arithmetic seconds (1e999999 as an int) or raise outside FrameRejected.
 MAX_NUMBER_CHARS = 40
 MAX_NUMBER_ADJUSTED = 18  # 10**18 is beyond any register (1 TWh = 10**12 Wh) and any Unix time in ms
-MIN_NUMBER_EXPONENT = -12  # finer than any meter resolves
+MIN_NUMBER_EXPONENT = -40  # a float printed in full (17 digits) of a small value reaches about -20
 
 
 def _out_of_range(text: str) -> FrameRejected:

@@ -309,6 +309,17 @@ def test_absurd_numbers_are_refused_at_once_as_impossible(number: str) -> None:
     assert caught.value.reason == "impossible_value"
 
 
+@pytest.mark.parametrize(
+    "number", ["0.07134446804486339", "1.0E-7", "123456789012.5", "2.2250738585072014e-20"]
+)
+def test_numbers_as_meters_print_them_are_read_exactly(number: str) -> None:
+    payload = (
+        f'[{{"bn":"urn:dev:serial:S1:","bt":1700000000,"n":"1-0:31.7.0","u":"A","v":{number}}}]'.encode()
+    )
+    [instant] = unpack_uplink(payload, "S1", allow_request_id=False).instants
+    assert instant.value == float(number)
+
+
 def test_json_nested_past_the_parser_stack_is_malformed() -> None:
     payload = ("[" * 100_000 + "]" * 100_000).encode()
     with pytest.raises(FrameRejected) as caught:
