@@ -112,6 +112,7 @@ def postgres_mqtt(meters_n: int, days: int, *, sample_rss: bool = False, workers
                     sys.executable, "-m", "openami.headend.worker",
                     "--client-id", f"bench-worker-{run}-{n}", "--topic-root", topic_root,
                     "--share-group", group, "--collection-interval-s", "0", "--log-level", "WARNING",
+                    "--session-expiry-s", "60",
                 ],
                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
