@@ -19,7 +19,8 @@ from typing import Any
 
 from openami.common.clock import ensure_aware
 from openami.common.errors import FrameRejected, ValidationError
-from openami.headend.senml import REQUEST_ID, UplinkContent, pack_uplink, unpack_uplink
+from openami.headend.senml import REQUEST_ID, UplinkContent, pack_uplink
+from openami.headend.senml_decode import unpack_uplink
 
 __all__ = [
     "COMMAND_ARGS",

@@ -11,8 +11,9 @@ import pytest
 
 from openami.common.errors import FrameRejected
 from openami.common.obis import QUANTITIES, Kind
-from openami.headend import senml
-from openami.headend.senml import UplinkContent, epoch_ms, pack_uplink, unpack_uplink
+from openami.headend import senml_decode
+from openami.headend.senml import UplinkContent, epoch_ms, pack_uplink
+from openami.headend.senml_decode import unpack_uplink
 from openami.readings.interfaces import InstantValue, IntervalValue, MeterEvent, RegisterValue
 
 BN = "urn:dev:serial:SN0001:"
@@ -214,13 +215,13 @@ def test_instant_values_keep_their_decimal_reading() -> None:
 
 
 def test_interval_starts_shared_between_frames_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(senml, "_INTERVAL_STARTS", {})
-    monkeypatch.setattr(senml, "_MAX_CACHED_STARTS", 2)
+    monkeypatch.setattr(senml_decode, "_INTERVAL_STARTS", {})
+    monkeypatch.setattr(senml_decode, "_MAX_CACHED_STARTS", 2)
     records = [f'{{"n":"1-0:1.29.0","u":"Wh","t":{-905 - 900 * k},"v":{k},"il_":900}}' for k in range(5)]
     expected = [IntervalValue("1-0:1.29.0", START - timedelta(minutes=15 * k), 900, k) for k in range(5)]
     assert decode(frame(*records)).intervals == expected
     assert decode(frame(*records)).intervals == expected
-    assert len(senml._INTERVAL_STARTS) <= 2
+    assert len(senml_decode._INTERVAL_STARTS) <= 2
 
 
 # --- encode ---------------------------------------------------------------------------------------------
