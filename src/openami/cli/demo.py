@@ -9,6 +9,7 @@ counts on trust.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -23,7 +24,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from openami.bootstrap import Container, bootstrap, tune_gc_for_ingestion
-from openami.common.clock import ManualClock
+from openami.common.clock import ManualClock, SystemClock
 from openami.config import Settings
 from openami.headend.collection import CollectionRound
 from openami.headend.inprocess import InProcessTransport
@@ -87,7 +88,7 @@ def run_demo(
     migrate.upgrade(url)
     _log_to_file(LOG_FILE)
 
-    real_now = now or datetime.now(UTC)
+    real_now = now or SystemClock().now()
     # End on a push instant, so the last intervals are delivered rather than waiting for the next push.
     end = datetime.fromtimestamp(int(real_now.timestamp()) // PUSH_EVERY_S * PUSH_EVERY_S, UTC)
     start = end - timedelta(days=days)
@@ -98,7 +99,7 @@ def run_demo(
     fleet = Fleet.build(
         meters, seed, start, SITE_CODE, SITE_TIMEZONE, faults=faults, push_every_s=PUSH_EVERY_S
     )
-    _register_fleet(container, fleet, start, seed)
+    _register_fleet(container, fleet, start)
 
     tune_gc_for_ingestion()
     transport = InProcessTransport(on_command=fleet.handle_command, background=False)
@@ -115,13 +116,13 @@ def run_demo(
         transport.pump()  # the meters' answers to re-read requests
         advance(at)
 
-    started = datetime.now(UTC)  # wall time, for the summary only
+    started = time.monotonic()  # wall time, for the summary only
     with _ProgressBar(console, show_progress, start, end) as advance:
         fleet.run(end, deliver, step_s=STEP_S, on_progress=after_push, clock=clock)
     transport.pump()
 
     summary = _summarise(container, fleet, headend.stats, collected, start, end, seed)
-    summary.wall_seconds = round((datetime.now(UTC) - started).total_seconds(), 1)
+    summary.wall_seconds = round(time.monotonic() - started, 1)
     container.close()
     return summary, bootstrap(Settings(database_url=url))
 
@@ -166,7 +167,7 @@ def _fault_plan(meters: int) -> FaultPlan:
     )
 
 
-def _register_fleet(container: Container, fleet: Fleet, start: datetime, seed: int) -> None:
+def _register_fleet(container: Container, fleet: Fleet, start: datetime) -> None:
     """Registry rows for the simulated site: one customer, account and service point per customer meter."""
     registry = container.registry
     specs = {spec.serial: spec for spec in fleet.specs}
@@ -206,9 +207,8 @@ def _register_fleet(container: Container, fleet: Fleet, start: datetime, seed: i
                 customer = registry.create_customer(
                     session, site_id=site.id, reference=reference, name=f"Household {reference}"
                 )
-                kind = (
-                    AccountKind.PREPAID if (seed + int.from_bytes(spec.key[:2])) % 2 else AccountKind.POSTPAID
-                )
+                # Half the accounts prepaid, half postpaid.
+                kind = AccountKind.PREPAID if (number + transformer.index) % 2 else AccountKind.POSTPAID
                 account = registry.create_account(
                     session, site_id=site.id, customer_id=customer.id, number=f"A-{reference}", kind=kind
                 )
