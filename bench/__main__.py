@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
 
 from bench import ingest
+from openami.headend.codec import Frame
+from openami.simulator import Fleet
 
 
 def _quiet_logs() -> None:
@@ -53,7 +57,31 @@ def bench_worker_memory(quick: bool) -> None:
     print(f"  RSS last tenth   {late:>8.1f} MB  (growth {late - early:+.1f} MB)")
 
 
+def bench_simulator(quick: bool) -> None:
+    meters, days = (100, 7) if quick else (500, 30)
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    fleet = Fleet.build(meters, 1, start, "bench", "Africa/Nairobi")
+    sent = 0
+
+    def count(frames: list[Frame]) -> None:
+        nonlocal sent
+        sent += len(frames)
+
+    t0 = time.perf_counter()
+    fleet.run(start + timedelta(days=days), count)
+    elapsed = time.perf_counter() - t0
+    print(
+        f"simulator, {meters} meters (+{len(fleet.transformers)} check meters) for {days} days, 5-min steps:"
+    )
+    print(
+        f"  wall time        {elapsed:>8.1f} s  (goal: a month for hundreds of meters in well under a minute)"
+    )
+    print(f"  frames encoded   {sent:>8,}  ({sent / elapsed:,.0f} per s)")
+    print(f"  simulated time   {days * 86_400 / elapsed:>8,.0f} x real time")
+
+
 BENCHMARKS = {
+    "simulator": bench_simulator,
     "ingest_postgres": bench_ingest_postgres,
     "ingest_sqlite": bench_ingest_sqlite,
     "worker_memory": bench_worker_memory,
