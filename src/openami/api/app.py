@@ -10,6 +10,7 @@ from starlette.requests import Request
 from openami import __version__
 from openami.bootstrap import Container
 from openami.common.errors import ConflictError, NotFoundError, ValidationError
+from openami.headend.api import router as headend_router
 from openami.readings.api import router as readings_router
 from openami.registry.api import router as registry_router
 
@@ -24,6 +25,7 @@ def create_app(container: Container) -> FastAPI:
     app.state.container = container
     app.include_router(registry_router)
     app.include_router(readings_router)
+    app.include_router(headend_router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

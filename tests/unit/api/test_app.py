@@ -27,3 +27,28 @@ def test_unknown_meter_is_a_clear_404(sqlite_engine: Engine) -> None:
     response = _client(sqlite_engine).get("/api/v1/meters/NOPE-1/readings/instants")
     assert response.status_code == 404
     assert "NOPE-1" in response.text
+
+
+def test_rejections_are_counted_by_reason_and_naive_since_is_refused(sqlite_engine: Engine) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy.orm import Session
+
+    from openami.headend.models import FrameRejection
+
+    with Session(sqlite_engine) as session, session.begin():
+        for reason, at in [
+            ("replayed", datetime(2026, 3, 1, tzinfo=UTC)),
+            ("replayed", datetime(2026, 3, 2, tzinfo=UTC)),
+            ("bad_signature", datetime(2026, 3, 2, tzinfo=UTC)),
+        ]:
+            session.add(FrameRejection(received_at=at, serial="S1", topic="t", reason=reason, detail="d"))
+    client = _client(sqlite_engine)
+    body = client.get("/api/v1/headend/rejections").json()
+    assert body["by_reason"] == {"bad_signature": 1, "replayed": 2}
+    assert body["total"] == 3
+    since = client.get("/api/v1/headend/rejections", params={"since": "2026-03-01T12:00:00Z"}).json()
+    assert since["by_reason"] == {"bad_signature": 1, "replayed": 1}
+    assert (
+        client.get("/api/v1/headend/rejections", params={"since": "2026-03-01T12:00:00"}).status_code == 422
+    )
