@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from openami.bootstrap import Container
+from openami.cli.audit import app as audit_app
 from openami.cli.registry import app as registry_app
 from openami.common.errors import ConfigurationError
 from openami.config import Settings
@@ -18,6 +19,9 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
+app.add_typer(
+    audit_app, name="audit", help="The operation log: verify its hash chain, sign and export checkpoints."
+)
 
 console = Console(stderr=True)
 

@@ -1,0 +1,1 @@
+"""Security: the operation log (hash-chained, checkpoints signed with Ed25519)."""
