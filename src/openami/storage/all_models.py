@@ -5,6 +5,7 @@ from openami.headend import models as headend_models  # noqa: F401  (imported fo
 from openami.readings import models as readings_models  # noqa: F401  (imported for its tables)
 from openami.registry import models as registry_models  # noqa: F401  (imported for its tables)
 from openami.security import audit as security_audit  # noqa: F401  (imported for its tables)
+from openami.security import models as security_models  # noqa: F401  (imported for its tables)
 from openami.storage.base import Base
 
 metadata = Base.metadata
