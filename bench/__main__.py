@@ -11,7 +11,7 @@ from pathlib import Path
 
 import structlog
 
-from bench import ingest
+from bench import ingest, logins
 from openami.headend.codec import Frame
 from openami.simulator import Fleet
 
@@ -80,11 +80,20 @@ def bench_simulator(quick: bool) -> None:
     print(f"  simulated time   {days * 86_400 / elapsed:>8,.0f} x real time")
 
 
+def bench_logins(quick: bool) -> None:
+    hashing, good, bad = logins.hashing_and_login(5 if quick else 15)
+    print("passwords (argon2id, t=3, 64 MiB, 4 lanes), median of runs:")
+    print(f"  hash a password  {hashing:>8.0f} ms  (goal < 300 ms)")
+    print(f"  login, right     {good:>8.0f} ms")
+    print(f"  login, wrong     {bad:>8.0f} ms")
+
+
 BENCHMARKS = {
     "simulator": bench_simulator,
     "ingest_postgres": bench_ingest_postgres,
     "ingest_sqlite": bench_ingest_sqlite,
     "worker_memory": bench_worker_memory,
+    "logins": bench_logins,
 }
 
 
