@@ -52,3 +52,12 @@ def test_rejections_are_counted_by_reason_and_naive_since_is_refused(sqlite_engi
     assert (
         client.get("/api/v1/headend/rejections", params={"since": "2026-03-01T12:00:00"}).status_code == 422
     )
+
+
+def test_every_response_carries_the_security_headers(sqlite_engine: Engine) -> None:
+    from openami.api.app import SECURITY_HEADERS
+
+    client = _client(sqlite_engine)
+    for response in (client.get("/healthz"), client.get("/api/v1/meters/NOPE-1"), client.get("/docs")):
+        for name, value in SECURITY_HEADERS.items():
+            assert response.headers.get(name) == value, (response.url, name)
