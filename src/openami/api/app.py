@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
+from sqlalchemy.exc import DataError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -65,6 +66,14 @@ def create_app(container: Container) -> FastAPI:
     @app.exception_handler(ConflictError)
     def _conflict(_request: Request, exc: ConflictError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    def _out_of_range(_request: Request, exc: Exception) -> JSONResponse:
+        # A number no column can hold (an id of 10**30, say) names nothing: the request is wrong, not the server.
+        return JSONResponse(
+            {"detail": "a number in the request is out of range for what it names"}, status_code=422
+        )
 
     @app.exception_handler(ValidationError)
     def _invalid(_request: Request, exc: ValidationError) -> JSONResponse:

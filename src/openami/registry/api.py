@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
@@ -75,9 +75,12 @@ def get_registry(container: Annotated[Container, Depends(get_container)]) -> Reg
 
 SessionDep = Annotated[Session, Depends(get_session)]
 RegistryDep = Annotated[RegistryService, Depends(get_registry)]
-SiteFilter = Annotated[int | None, Query(description="Only objects of this site.")]
+# Row ids are 32-bit integers in the database: a larger number can name nothing, so it is refused as input.
+MAX_ROW_ID = 2**31 - 1
+SiteFilter = Annotated[int | None, Query(ge=1, le=MAX_ROW_ID, description="Only objects of this site.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="At most this many items.")]
-Offset = Annotated[int, Query(ge=0, description="Skip this many items (ordered by id).")]
+Offset = Annotated[int, Query(ge=0, le=MAX_ROW_ID, description="Skip this many items (ordered by id).")]
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="The object's id.")]
 _CREATED: dict[str, Any] = {"status_code": status.HTTP_201_CREATED}
 
 
@@ -94,7 +97,7 @@ def list_sites(session: SessionDep, registry: RegistryDep, limit: Limit = 100, o
 
 
 @router.get("/sites/{site_id}", response_model=SiteOut)
-def get_site(site_id: int, session: SessionDep, registry: RegistryDep) -> Any:
+def get_site(site_id: RowId, session: SessionDep, registry: RegistryDep) -> Any:
     return registry.get_site(session, site_id)
 
 
@@ -117,7 +120,7 @@ def list_customers(
 
 
 @router.get("/customers/{customer_id}", response_model=CustomerOut)
-def get_customer(customer_id: int, session: SessionDep, registry: RegistryDep) -> Any:
+def get_customer(customer_id: RowId, session: SessionDep, registry: RegistryDep) -> Any:
     return registry.get_customer(session, customer_id)
 
 
@@ -140,7 +143,7 @@ def list_accounts(
 
 
 @router.get("/accounts/{account_id}", response_model=AccountOut)
-def get_account(account_id: int, session: SessionDep, registry: RegistryDep) -> Any:
+def get_account(account_id: RowId, session: SessionDep, registry: RegistryDep) -> Any:
     return registry.get_account(session, account_id)
 
 
@@ -163,7 +166,7 @@ def list_transformers(
 
 
 @router.get("/transformers/{transformer_id}", response_model=TransformerOut)
-def get_transformer(transformer_id: int, session: SessionDep, registry: RegistryDep) -> Any:
+def get_transformer(transformer_id: RowId, session: SessionDep, registry: RegistryDep) -> Any:
     return registry.get_transformer(session, transformer_id)
 
 
@@ -186,7 +189,7 @@ def list_service_points(
 
 
 @router.get("/service-points/{service_point_id}", response_model=ServicePointOut)
-def get_service_point(service_point_id: int, session: SessionDep, registry: RegistryDep) -> Any:
+def get_service_point(service_point_id: RowId, session: SessionDep, registry: RegistryDep) -> Any:
     return registry.get_service_point(session, service_point_id)
 
 

@@ -61,3 +61,15 @@ def test_every_response_carries_the_security_headers(sqlite_engine: Engine) -> N
     for response in (client.get("/healthz"), client.get("/api/v1/meters/NOPE-1"), client.get("/docs")):
         for name, value in SECURITY_HEADERS.items():
             assert response.headers.get(name) == value, (response.url, name)
+
+
+def test_numbers_beyond_any_row_id_are_refused_not_a_server_error(sqlite_engine: Engine) -> None:
+    client = _client(sqlite_engine)
+    for url in (
+        "/api/v1/transformers/3305564815224111999483904",
+        "/api/v1/accounts?site_id=1&offset=4645827554170968935527088128",
+        "/api/v1/meters?site_id=2570906274332915957497856",
+    ):
+        assert client.get(url).status_code == 422, url
+    body = {"site_id": 10**30, "reference": "C-1", "name": "x"}
+    assert client.post("/api/v1/customers", json=body).status_code == 422
