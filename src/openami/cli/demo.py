@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -80,13 +81,30 @@ def run_demo(
     console: Console,
     show_progress: bool,
     now: datetime | None = None,
+    log_file: Path = LOG_FILE,
 ) -> tuple[DemoSummary, Container]:
     """Simulate and collect; returns the summary and a container on the system clock for serving the API."""
     if meters < 1 or days < 1:
         raise ValueError(f"--meters and --days must be at least 1 (got {meters} meters, {days} days)")
     url = database_url or _fresh_sqlite_url()
     migrate.upgrade(url)
-    _log_to_file(LOG_FILE)
+    with _logging_to(log_file):
+        summary = _simulate(
+            url, meters=meters, days=days, seed=seed, console=console, show_progress=show_progress, now=now
+        )
+    return summary, bootstrap(Settings(database_url=url))
+
+
+def _simulate(
+    url: str,
+    *,
+    meters: int,
+    days: int,
+    seed: int,
+    console: Console,
+    show_progress: bool,
+    now: datetime | None,
+) -> DemoSummary:
 
     real_now = now or SystemClock().now()
     # End on a push instant, so the last intervals are delivered rather than waiting for the next push.
@@ -124,21 +142,26 @@ def run_demo(
     summary = _summarise(container, fleet, headend.stats, collected, start, end, seed)
     summary.wall_seconds = round(time.monotonic() - started, 1)
     container.close()
-    return summary, bootstrap(Settings(database_url=url))
+    return summary
 
 
-def _log_to_file(path: Path) -> None:
+@contextmanager
+def _logging_to(path: Path) -> Iterator[None]:
     """Every rejection and command is logged; in the demo they go to a file so the progress bar stays readable."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    stream = path.open("a", encoding="utf-8")  # kept open for the process's life, like a log handler
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            structlog.processors.JSONRenderer(),
-        ],
-        logger_factory=structlog.PrintLoggerFactory(stream),
-    )
+    with path.open("a", encoding="utf-8") as stream:
+        structlog.configure(
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso"),
+                structlog.processors.JSONRenderer(),
+            ],
+            logger_factory=structlog.PrintLoggerFactory(stream),
+        )
+        try:
+            yield
+        finally:
+            structlog.reset_defaults()
 
 
 def _fresh_sqlite_url() -> str:
@@ -291,11 +314,12 @@ def _summarise(
                 func.coalesce(func.sum(DailyCompleteness.actual + DailyCompleteness.edited), 0),
             )
         ).one()
-        gap_counts = dict(
-            session.execute(select(ReadingGap.status, func.count()).group_by(ReadingGap.status))
-            .tuples()
-            .all()
-        )
+        gap_counts = {
+            str(status): int(n)
+            for status, n in session.execute(
+                select(ReadingGap.status, func.count()).group_by(ReadingGap.status)
+            )
+        }
         reread = session.scalar(
             select(func.count())
             .select_from(ReadingGap)
