@@ -63,8 +63,8 @@ def bootstrap(
         readings=ReadingsService(
             clock,
             registry,
-            max_clock_skew=_seconds(settings.max_clock_skew_s),
-            max_reading_age=_seconds(settings.max_reading_age_days * 86_400),
+            max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
+            max_reading_age=timedelta(days=settings.max_reading_age_days),
         ),
     )
 
@@ -79,7 +79,3 @@ def tune_gc_for_ingestion() -> None:
     """
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
-
-
-def _seconds(n: int) -> timedelta:
-    return timedelta(seconds=n)

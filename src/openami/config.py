@@ -1,9 +1,8 @@
-"""One typed Settings object (env prefix OPENAMI_). Configuration picks backends by name."""
+"""One typed Settings object (env prefix OPENAMI_): database, broker, limits and the API address."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,13 +17,11 @@ class Settings(BaseSettings):
         default=f"sqlite:///{DEFAULT_SQLITE_PATH}",
         description="SQLAlchemy URL. SQLite (embedded default) or postgresql+psycopg://...",
     )
-    transport: Literal["inprocess", "mqtt"] = "inprocess"
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
     mqtt_topic_root: str = "openami/v1"
     mqtt_share_group: str = "headend"
     mqtt_client_id: str | None = None
-    load_profile_interval_s: int = 900
     # Frames stamped further than this from the head-end clock are refused.
     max_clock_skew_s: int = 300
     max_reading_age_days: int = 400

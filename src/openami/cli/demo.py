@@ -111,7 +111,7 @@ def _simulate(
     end = datetime.fromtimestamp(int(real_now.timestamp()) // PUSH_EVERY_S * PUSH_EVERY_S, UTC)
     start = end - timedelta(days=days)
     clock = ManualClock(start)
-    container = bootstrap(Settings(database_url=url, transport="inprocess"), clock=clock)
+    container = bootstrap(Settings(database_url=url), clock=clock)
 
     faults = _fault_plan(meters)
     fleet = Fleet.build(

@@ -2,32 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from openami.common.clock import ensure_aware
-
-WH_PER_KWH = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class Interval:
-    """The half-open span `[start, start + length)` in UTC."""
-
-    start: datetime
-    length: timedelta
-
-    def __post_init__(self) -> None:
-        ensure_aware(self.start, "interval start")
-        if self.length <= timedelta(0):
-            raise ValueError(f"interval length must be positive, got {self.length}")
-
-    @property
-    def end(self) -> datetime:
-        return self.start + self.length
-
-    def contains(self, instant: datetime) -> bool:
-        return self.start <= instant < self.end
 
 
 def floor_to_interval(instant: datetime, length: timedelta) -> datetime:

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from openami.common.clock import ManualClock, SystemClock, ensure_aware
-from openami.common.units import Interval, floor_to_interval, interval_starts
+from openami.common.units import floor_to_interval, interval_starts
 
 
 def test_manual_clock_moves_only_when_told() -> None:
@@ -29,15 +29,6 @@ def test_system_clock_is_aware() -> None:
 def test_ensure_aware_names_the_field() -> None:
     with pytest.raises(ValueError, match="read_at"):
         ensure_aware(datetime(2026, 1, 1), "read_at")  # noqa: DTZ001
-
-
-def test_interval_end_and_contains() -> None:
-    iv = Interval(datetime(2026, 1, 1, tzinfo=UTC), timedelta(minutes=15))
-    assert iv.end == datetime(2026, 1, 1, 0, 15, tzinfo=UTC)
-    assert iv.contains(iv.start)
-    assert not iv.contains(iv.end)
-    with pytest.raises(ValueError, match="positive"):
-        Interval(iv.start, timedelta(0))
 
 
 def test_floor_and_starts() -> None:
