@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -25,9 +25,12 @@ class Quality(enum.StrEnum):
     EDITED = "edited"
 
 
-@dataclass(frozen=True, slots=True)
-class IntervalValue:
-    """Energy in `[interval_start, interval_start + interval_s)`; `interval_start` aware UTC."""
+class IntervalValue(NamedTuple):
+    """Energy in `[interval_start, interval_start + interval_s)`; `interval_start` aware UTC.
+
+    A NamedTuple rather than a frozen dataclass: just as immutable, and built in less than half the time,
+    which counts at one per stored reading.
+    """
 
     obis: str  # e.g. 1-0:1.29.0 (import) or 1-0:2.29.0 (export)
     interval_start: datetime
@@ -36,8 +39,7 @@ class IntervalValue:
     status: int = 0  # the meter's status bits for this interval (see device.profile.Status)
 
 
-@dataclass(frozen=True, slots=True)
-class RegisterValue:
+class RegisterValue(NamedTuple):
     """A cumulative register (e.g. 1-0:1.8.0) read at an instant."""
 
     obis: str

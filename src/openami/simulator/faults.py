@@ -217,12 +217,10 @@ class FaultyLink:
         site_code, kind, content = decode_uplink(frame)
         if content.intervals:
             first = content.intervals[0]
-            content.intervals[0] = dataclasses.replace(first, energy_wh=first.energy_wh + 1_000)
+            content.intervals[0] = first._replace(energy_wh=first.energy_wh + 1_000)
         elif content.registers:
             first_register = content.registers[0]
-            content.registers[0] = dataclasses.replace(
-                first_register, energy_wh=first_register.energy_wh + 1_000
-            )
+            content.registers[0] = first_register._replace(energy_wh=first_register.energy_wh + 1_000)
         return encode_uplink(
             content,
             key=self._rng.randbytes(32),

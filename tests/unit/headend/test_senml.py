@@ -4,10 +4,13 @@ number form are the same instant, and the encoder writes exactly what the JSON e
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from openami.common.errors import FrameRejected
 from openami.common.obis import QUANTITIES, Kind
@@ -209,6 +212,11 @@ def test_base_fields_of_the_first_record_apply_to_it_and_after() -> None:
     assert content.registers == [RegisterValue("1-0:1.8.0", T0, 1005), RegisterValue("1-0:1.8.1", T0, 1006)]
 
 
+def test_a_negative_zero_reading_is_zero() -> None:
+    [instant] = decode(f'[{{"bn":"{BN}","bt":{BT},"n":"1-0:32.7.0","u":"V","v":-0.0}}]').instants
+    assert math.copysign(1.0, instant.value) == 1.0
+
+
 def test_instant_values_keep_their_decimal_reading() -> None:
     content = decode(frame('{"n":"1-0:32.7.0","u":"V","v":231.4}', '{"n":"0-0:96.3.10","v":1}'))
     assert content.instants == [InstantValue("1-0:32.7.0", T0, 231.4), InstantValue("0-0:96.3.10", T0, 1.0)]
@@ -297,13 +305,15 @@ def test_epoch_ms_rounds_half_up_and_accepts_any_zone() -> None:
 
 @pytest.mark.parametrize(
     "number",
-    ["1e999999", "1e9999999", "1e-999999999", "1E+2000", "0E-1000", "9" * 5000, "-" + "9" * 30],
+    ["1e999999", "1e9999999", "1e-999999999", "1E+2000", "0E-1000", "9" * 5000, "-" + "9" * 30, "9" * 21],
 )
-def test_absurd_numbers_are_refused_at_once_as_impossible(number: str) -> None:
+@pytest.mark.parametrize(("obis", "unit"), [("1-0:1.8.0", "Wh"), ("1-0:32.7.0", "V")])
+def test_absurd_numbers_are_refused_at_once_as_impossible(number: str, obis: str, unit: str) -> None:
     # Such numbers once cost the decoder seconds (int(Decimal("1e999999"))) or escaped as non-FrameRejected
-    # errors; now the JSON parser refuses them before any arithmetic.
+    # errors; now the JSON parser refuses them before any arithmetic. (An instant is a float: the fast
+    # path must not read one of these as a huge but finite voltage.)
     payload = (
-        f'[{{"bn":"urn:dev:serial:S1:","bt":1700000000,"n":"1-0:1.8.0","u":"Wh","v":{number}}}]'.encode()
+        f'[{{"bn":"urn:dev:serial:S1:","bt":1700000000,"n":"{obis}","u":"{unit}","v":{number}}}]'.encode()
     )
     with pytest.raises(FrameRejected) as caught:
         unpack_uplink(payload, "S1", allow_request_id=False)
@@ -326,3 +336,75 @@ def test_json_nested_past_the_parser_stack_is_malformed() -> None:
     with pytest.raises(FrameRejected) as caught:
         unpack_uplink(payload, "S1", allow_request_id=False)
     assert caught.value.reason == "malformed"
+
+
+# --- the fast path against the general path -------------------------------------------------------------
+
+
+def _both(payload: bytes, allow_request_id: bool) -> tuple[UplinkContent | None, UplinkContent | str]:
+    fast = senml_decode._unpack_plain(payload, "SN0001", allow_request_id)
+    try:
+        general_: UplinkContent | str = senml_decode._unpack_general(payload, "SN0001", allow_request_id)
+    except FrameRejected as exc:
+        general_ = f"{exc.reason}: {exc.detail}"
+    return fast, general_
+
+
+@pytest.mark.parametrize("request_id", [None, "rr-1"])
+@pytest.mark.parametrize(
+    "meter_time", [T0, T0 + timedelta(milliseconds=123), T0 + timedelta(milliseconds=999)]
+)
+def test_what_meters_send_takes_the_fast_path(request_id: str | None, meter_time: datetime) -> None:
+    content = UplinkContent(
+        serial="SN0001",
+        meter_time=meter_time,
+        intervals=[
+            IntervalValue("1-0:1.29.0", START - timedelta(minutes=15 * k), 900, 40 + k) for k in range(96)
+        ],
+        registers=[RegisterValue("1-0:1.8.0", T0, 123_456)],
+        instants=[InstantValue("1-0:32.7.0", T0, 231.4), InstantValue("1-0:1.7.0", T0, 420.0)],
+        request_id=request_id,
+    )
+    payload = pack_uplink(content)
+    fast, general_ = _both(payload, allow_request_id=True)
+    assert fast is not None, "a plain pack must not fall back to the general path"
+    assert fast == general_ == content
+
+
+_NUMBER_TEXTS = st.one_of(
+    st.integers(-(10**20), 10**20).map(str),
+    st.integers(0, 7)
+    .flatmap(
+        lambda places: st.decimals(-(10**12), 10**12, allow_nan=False, allow_infinity=False, places=places)
+    )
+    .map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.sampled_from(["-0.0", "0.0005", "-904.9996", "1.7724096051234E+9", "2.314E+2", "900.0", "1e3"]),
+)
+
+
+@st.composite
+def _packs(draw: st.DrawFn) -> bytes:
+    """Packs of mostly plain records whose numbers come in every form a JSON writer might print."""
+    bt = draw(st.one_of(st.sampled_from(["1772409605", "1772409605.123", "1772409605.0005"]), _NUMBER_TEXTS))
+    records = [f'{{"bn":"{BN}","bt":{bt},"n":"1-0:2.8.0","u":"Wh","v":0}}']
+    for _ in range(draw(st.integers(0, 4))):
+        obis, unit = draw(st.sampled_from([("1-0:1.29.0", "Wh"), ("1-0:1.8.0", "Wh"), ("1-0:32.7.0", "V")]))
+        fields = [f'"n":"{obis}"', f'"u":"{unit}"']
+        t = draw(st.one_of(st.sampled_from(["-905", "-905.000", "-9.05E2", "-905.0005"]), _NUMBER_TEXTS))
+        fields.append(f'"t":{t}')
+        fields.append(f'"v":{draw(st.one_of(st.integers(-5, 10**6).map(str), _NUMBER_TEXTS))}')
+        if obis == "1-0:1.29.0" or draw(st.booleans()):
+            fields.append(f'"il_":{draw(st.sampled_from(["900", "900.0", "60", "61"]))}')
+        if draw(st.integers(0, 3)) == 0:
+            fields.append(f'"st_":{draw(st.sampled_from(["0", "1", "-1", "1.0", "true"]))}')
+        records.append("{" + ",".join(fields) + "}")
+    return f"[{','.join(records)}]".encode()
+
+
+@settings(max_examples=400, deadline=None)
+@given(payload=_packs())
+def test_the_fast_path_accepts_only_what_the_general_path_reads_the_same(payload: bytes) -> None:
+    fast, general_ = _both(payload, allow_request_id=False)
+    if fast is not None:
+        assert fast == general_
