@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -30,6 +31,14 @@ def bench_ingest_postgres(quick: bool) -> None:
         print(f"  end to end       {f.e2e_per_s:>12,.0f} readings/s  ({f.e2e_seconds:.2f} s)")
         print(f"  {f.baseline_name:<16} {f.baseline_per_s:>12,.0f} rows/s      ({f.baseline_seconds:.2f} s)")
         print(f"  ratio            {f.ratio:>12.2f}  (goal >= 0.5)")
+        shares = ", ".join(f"{party} {f.cpu_us_per_reading(party):.1f}" for party in f.cpu_s)
+        total_us = sum(map(f.cpu_us_per_reading, f.cpu_s))
+        cores = os.cpu_count() or 1
+        print(f"  CPU per reading  {total_us:>12.1f} core-µs  ({shares})")
+        print(
+            f"  CPU ceiling      {cores / total_us * 1e6:>12,.0f} readings/s  "
+            f"(all {cores} cores busy at this cost per reading)"
+        )
 
 
 def bench_ingest_sqlite(quick: bool) -> None:

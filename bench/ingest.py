@@ -52,6 +52,11 @@ class IngestFigures:
     baseline_name: str
     baseline_seconds: float
     worker_rss_samples_mb: list[float] = field(default_factory=list)
+    # CPU seconds each party spent during the timed run (workers, PostgreSQL backends, broker, publisher).
+    cpu_s: dict[str, float] = field(default_factory=dict)
+
+    def cpu_us_per_reading(self, party: str) -> float:
+        return self.cpu_s[party] / self.intervals * 1e6
 
     @property
     def e2e_per_s(self) -> float:
@@ -97,6 +102,51 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pids_named(name: str) -> list[int]:
+    pids = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == name:
+                pids.append(int(comm.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _cpu_snapshot(
+    container: Container, workers: list[subprocess.Popen[bytes]]
+) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of every process taking part, by party and pid."""
+    with container.engine.connect() as conn:
+        backends = conn.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        ).scalars()
+        pg_pids = [int(pid) for pid in backends]
+    parties = {
+        "workers": [p.pid for p in workers],
+        "postgresql": pg_pids,
+        "mosquitto": _pids_named("mosquitto"),
+        "publisher": [os.getpid()],
+    }
+    return {party: {pid: _cpu_s(pid) for pid in pids} for party, pids in parties.items()}
+
+
+def _cpu_spent(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
+    """CPU seconds per party between two snapshots; a process that appeared in between counts from zero."""
+    return {
+        party: sum(cpu - before[party].get(pid, 0.0) for pid, cpu in after[party].items()) for party in after
+    }
+
+
 def postgres_mqtt(meters_n: int, days: int, *, sample_rss: bool = False, workers: int = 1) -> IngestFigures:
     """`days` daily frames per meter through Mosquitto and `workers` worker processes into PostgreSQL."""
     run = uuid.uuid4().hex[:8]
@@ -131,6 +181,7 @@ def postgres_mqtt(meters_n: int, days: int, *, sample_rss: bool = False, workers
                 # meters'. (The long memory run encodes as it goes: its frames' meter clocks must stay current.)
                 frames = iter(list(frames))
             published = 0
+            cpu_before = _cpu_snapshot(container, processes)
             started = time.perf_counter()
             last_sample = started
             while True:
@@ -149,6 +200,7 @@ def postgres_mqtt(meters_n: int, days: int, *, sample_rss: bool = False, workers
                 if any(p.poll() is not None for p in processes):
                     raise RuntimeError("a worker died during the run")
             elapsed = time.perf_counter() - started
+            cpu = _cpu_spent(cpu_before, _cpu_snapshot(container, processes))
             publisher.close()
         finally:
             for p in processes:
@@ -170,7 +222,7 @@ def postgres_mqtt(meters_n: int, days: int, *, sample_rss: bool = False, workers
         baseline = time.perf_counter() - t0
         container.close()
     return IngestFigures(
-        f"postgresql+mqtt, {workers} worker(s)", expected, elapsed, "bare binary COPY", baseline, rss
+        f"postgresql+mqtt, {workers} worker(s)", expected, elapsed, "bare binary COPY", baseline, rss, cpu
     )
 
 

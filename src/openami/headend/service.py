@@ -8,6 +8,7 @@ of the batch is stored and nothing may be acknowledged, so the transport deliver
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
@@ -73,6 +74,8 @@ class MeterDirectory(Protocol):
     """Where the head-end learns a meter's id, site and key (the registry's service)."""
 
     def meter_by_serial(self, session: Session, serial: str) -> MeterInfo: ...
+
+    def meters_by_serial(self, session: Session, serials: Iterable[str]) -> dict[str, MeterInfo]: ...
 
 
 class BatchNotCommittedError(OpenAMIError):
@@ -196,6 +199,7 @@ class HeadEnd:
         # stable order, so two workers can never deadlock on them.
         authentic: list[_Authentic] = []
         with self._session_factory() as session, session.begin():
+            self._prefetch_senders(session, frames)
             for frame in frames:
                 serial = None
                 try:
@@ -285,6 +289,19 @@ class HeadEnd:
                 raise
         self._by_serial.pop(topic.serial, None)
         return _check_sender(frame, topic, self._lookup(session, topic.serial))
+
+    def _prefetch_senders(self, session: Session, frames: list[Frame]) -> None:
+        """Cache, in one query, the meters named by `frames` that are not cached yet: a worker's first
+        batches would otherwise look each sender up on its own. Unknown ones are left to `_lookup`."""
+        serials = set()
+        for frame in frames:
+            try:
+                serials.add(parse_topic(frame.topic).serial)
+            except FrameRejected:
+                continue  # refused, with its reason, in the loop that follows
+        missing = serials - self._by_serial.keys() - self._unknown_until.keys()
+        if missing:
+            self._by_serial.update(self._meters.meters_by_serial(session, missing))
 
     def _lookup(self, session: Session, serial: str) -> MeterInfo:
         now = self._clock.now()

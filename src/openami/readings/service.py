@@ -94,6 +94,9 @@ class ReadingsService:
     def ingest(self, session: Session, batches: list[MeterBatch]) -> IngestResult:
         """Store the batches idempotently, in bulk, in the caller's transaction (see the module docstring)."""
         result = IngestResult()
+        uncached = {b.meter_id for b in batches} - self._meters.keys()
+        if uncached:  # looked up together, not one query per meter (unknown ones: `screen_batch` says so)
+            self._meters.update(self.registry.meters_by_id(session, uncached))
         accepted = [a for a in (self._screen(session, b, result) for b in batches) if a is not None]
         if not accepted:
             return result

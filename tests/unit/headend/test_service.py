@@ -436,3 +436,25 @@ def test_a_decoder_failure_costs_one_frame_not_the_batch(
     assert [r.reason for r in result.rejections] == ["malformed"]
     assert "ZeroDivisionError" in result.rejections[0].detail
     assert [b.meter_id for b in sink.batches] == [fleet["SN0002"].id]
+
+
+def test_the_senders_of_a_batch_are_looked_up_in_one_query(
+    session_factory: sessionmaker[Session], clock: ManualClock, fleet: dict[str, MeterInfo]
+) -> None:
+    headend, sink = make_headend(session_factory, clock)
+    statements: list[str] = []
+    engine = session_factory.kw["bind"]
+    listener = lambda *args: statements.append(args[2])  # noqa: E731  (conn, cursor, statement, ...)
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        frames = [
+            frame(uplink("SN0001", clock.now()), 1, KEY_A),
+            frame(uplink("SN0002", clock.now()), 1, KEY_B),
+            frame(uplink("OT0001", clock.now()), 1, KEY_C, site="other"),
+        ]
+        result = headend.handle(frames)
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert result.accepted == 3 == len(sink.batches)
+    meter_lookups = [s for s in statements if "FROM meter" in s and "meter_link" not in s]
+    assert len(meter_lookups) == 1, meter_lookups

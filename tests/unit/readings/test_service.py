@@ -239,3 +239,18 @@ def test_export_intervals_are_stored_beside_import(service, session, meter) -> N
     result = service.ingest(session, [batch(meter, values)])
     assert result.intervals_stored == 2
     assert {r.obis for r in _rows(session)} == {ACTIVE_IMPORT_INTERVAL, ACTIVE_EXPORT_INTERVAL}
+
+
+def test_the_meters_of_one_call_are_looked_up_together(service, session, monkeypatch) -> None:
+    site = make_site(session)
+    meters = [make_meter(session, site, serial=f"SN{n}") for n in range(3)]
+    looked_up: list[set[int]] = []
+    real = service.registry.meters_by_id
+    monkeypatch.setattr(
+        service.registry, "meters_by_id", lambda s, ids: looked_up.append(set(ids)) or real(s, ids)
+    )
+    monkeypatch.setattr(service.registry, "meter_info", lambda *_: pytest.fail("looked up one by one"))
+    first = service.ingest(session, [batch(m, intervals(T0, [10, 20])) for m in meters])
+    again = service.ingest(session, [batch(m, intervals(T0 + Q * 2, [30])) for m in meters])
+    assert (first.intervals_stored, again.intervals_stored) == (6, 3)
+    assert looked_up == [{m.id for m in meters}]  # once, for all three; then from the cache

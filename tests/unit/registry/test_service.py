@@ -303,3 +303,19 @@ def test_nothing_is_committed_by_the_service(
         first.rollback()
     with session_factory() as second:
         assert registry.list_sites(second) == []
+
+
+def test_meters_are_looked_up_together_and_unknown_ones_left_out(
+    tree: Tree, registry: RegistryService, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one = registry.meter_by_serial(session, "KSM-0001")
+    check = registry.meter_by_serial(session, "KSM-CHK")
+    assert registry.meters_by_serial(session, ["KSM-CHK", "NOPE-1", "KSM-0001", "KSM-0001"]) == {
+        "KSM-0001": one,
+        "KSM-CHK": check,
+    }
+    assert registry.meters_by_id(session, {one.id, check.id, 999}) == {one.id: one, check.id: check}
+    assert registry.meters_by_serial(session, []) == {}
+    # More meters than one IN list takes are looked up in several queries, and none is lost.
+    monkeypatch.setattr("openami.registry.service.LOOKUP_CHUNK", 1)
+    assert registry.meters_by_id(session, [check.id, one.id]) == {one.id: one, check.id: check}
