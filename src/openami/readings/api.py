@@ -41,7 +41,6 @@ from openami.readings.schemas import (
 )
 from openami.readings.service import ReadingsService
 from openami.registry.interfaces import MeterInfo
-from openami.registry.service import RegistryService
 
 # The longest span one request may ask for, per resolution (and for the other lists).
 MAX_SPAN = {
@@ -123,11 +122,11 @@ def _interval_obis(obis: str) -> str:
 
 
 def _meter(session: Session, container: Container, serial: str) -> MeterInfo:
-    return RegistryService(container.clock).meter_by_serial(session, serial)
+    return container.registry.meter_by_serial(session, serial)
 
 
 def _account_meters(session: Session, container: Container, site_code: str, number: str) -> list[MeterInfo]:
-    return RegistryService(container.clock).meters_for_account(session, site_code, number)
+    return container.registry.meters_for_account(session, site_code, number)
 
 
 # --- builders shared by the per-meter and per-account endpoints ---------------------------------------------
@@ -333,7 +332,7 @@ def edit_interval(
     """Correct one interval by hand. The reason is mandatory; the previous version is kept in history."""
     meter = _meter(session, container, serial)
     start = parse_instant(interval_start, "interval_start")
-    service = ReadingsService(container.clock, RegistryService(container.clock))
+    service = ReadingsService(container.clock, container.registry)
     version = service.edit_interval(
         session, meter.id, _interval_obis(body.obis), start, body.energy_wh, body.reason, body.editor
     )

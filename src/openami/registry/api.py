@@ -70,7 +70,7 @@ router = APIRouter(prefix="/api/v1", tags=["registry"], route_class=_DomainError
 
 
 def get_registry(container: Annotated[Container, Depends(get_container)]) -> RegistryService:
-    return RegistryService(container.clock)
+    return container.registry
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
