@@ -14,10 +14,35 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from openami.common.clock import ManualClock
+from openami.security.meter_keys import MasterKey, MeterKeyCipher
 from openami.storage.all_models import metadata
 from openami.storage.db import make_engine, make_session_factory
 
 PG_ADMIN_DSN = os.environ.get("OPENAMI_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+# The master key every test runs with (a fixed value, so failures reproduce).
+TEST_MASTER_KEY = MasterKey("test-1", bytes(range(32, 64)))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _test_master_key() -> Iterator[None]:
+    """Configure TEST_MASTER_KEY the way an operator would, for this process and the ones tests start.
+
+    Services built from the environment's settings then seal meter keys with it, and no test (nor a module- or
+    session-scoped fixture: hence the scope) writes the embedded default `var/master.key` into the working
+    tree. Tests of that default remove the variable with their own `monkeypatch`.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OPENAMI_MASTER_KEYS", TEST_MASTER_KEY.entry())
+        patch.delenv("OPENAMI_MASTER_KEY_FILE", raising=False)
+        yield
+
+
+@pytest.fixture
+def meter_keys() -> MeterKeyCipher:
+    """The cipher of TEST_MASTER_KEY: what bootstrap() builds in tests."""
+    return MeterKeyCipher([TEST_MASTER_KEY])
 
 
 @pytest.fixture

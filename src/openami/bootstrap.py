@@ -19,6 +19,7 @@ from openami.headend.service import HeadEnd
 from openami.headend.transport import Transport
 from openami.readings.service import ReadingsService
 from openami.registry.service import RegistryService
+from openami.security.meter_keys import MeterKeyCipher
 from openami.storage.db import make_engine, make_session_factory
 
 
@@ -28,6 +29,7 @@ class Container:
     clock: Clock
     engine: Engine
     session_factory: sessionmaker[Session]
+    meter_keys: MeterKeyCipher  # seals meter keys at rest under the configured master keys
     registry: RegistryService
     readings: ReadingsService
 
@@ -48,17 +50,24 @@ class Container:
 
 
 def bootstrap(
-    settings: Settings | None = None, clock: Clock | None = None, engine: Engine | None = None
+    settings: Settings | None = None,
+    clock: Clock | None = None,
+    engine: Engine | None = None,
+    meter_keys: MeterKeyCipher | None = None,
 ) -> Container:
+    """The system for `settings`. Raises ConfigurationError when the server mode (PostgreSQL) has no master key
+    configured for meter keys (the embedded mode makes one on first use; see security.meter_keys)."""
     settings = settings or Settings()
     clock = clock or SystemClock()
+    meter_keys = meter_keys or MeterKeyCipher.from_settings(settings)
     engine = engine or make_engine(settings.database_url)
-    registry = RegistryService(clock)
+    registry = RegistryService(clock, meter_keys)
     return Container(
         settings=settings,
         clock=clock,
         engine=engine,
         session_factory=make_session_factory(engine),
+        meter_keys=meter_keys,
         registry=registry,
         readings=ReadingsService(
             clock,

@@ -1,13 +1,15 @@
-"""One typed Settings object (env prefix OPENAMI_): database, broker, limits and the API address."""
+"""One typed Settings object (env prefix OPENAMI_): database, broker, limits, the API address and the master keys."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_PATH = Path("var") / "openami.db"
+# Embedded mode only: the master key made on first use when none is configured, next to the default database.
+DEFAULT_MASTER_KEY_PATH = DEFAULT_SQLITE_PATH.parent / "master.key"
 
 
 class Settings(BaseSettings):
@@ -28,6 +30,19 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"
+    # The master keys that seal every meter's frame-authentication key at rest (security.meter_keys).
+    # SecretStr keeps them out of reprs and logs; they are parsed by `security.meter_keys`, not here, so that
+    # a malformed value is reported by position without echoing it (pydantic's errors quote the input).
+    master_keys: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated `id:base64` entries (32-byte AES keys), newest first: the newest seals, "
+        "any opens. `openami keys generate` makes one.",
+    )
+    master_key_file: Path | None = Field(
+        default=None,
+        description="A file of `id:base64` entries, one per line, newest first (instead of master_keys). "
+        f"Embedded (SQLite) default when neither is set: {DEFAULT_MASTER_KEY_PATH}, created on first use.",
+    )
 
 
 def get_settings() -> Settings:

@@ -50,6 +50,7 @@ from openami.headend.transport import Transport
 from openami.readings.interfaces import MeterBatch, ReadingsSink, Source
 from openami.registry.interfaces import MeterInfo
 from openami.registry.service import RegistryService
+from openami.security.meter_keys import MeterKeyError
 
 __all__ = [
     "REASONS",
@@ -64,6 +65,9 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 UNKNOWN_METER_RETRY = timedelta(seconds=60)  # a serial not in the registry is looked up again after this
+# A cached meter (site, keys, grace deadline) is looked up again after this, so a key rotated by another process
+# (the CLI, the API) reaches a running head-end within it even if no frame fails meanwhile.
+METER_CACHE_TTL = timedelta(minutes=5)
 MAX_TOPIC_CHARS = 1000
 MAX_DETAIL_CHARS = 2000
 _LINK_TABLE = cast(Table, MeterLink.__table__)
@@ -135,11 +139,12 @@ class HeadEnd:
         self._sink = sink
         self._clock = clock
         self._settings = settings
-        self._meters = meters if meters is not None else RegistryService(clock)
+        self._meters = meters if meters is not None else RegistryService.from_settings(clock, settings)
         self._transport = transport
         self._max_attempts = max_attempts
         self._lock = threading.Lock()
-        self._by_serial: dict[str, MeterInfo] = {}
+        # Each cached meter with when it was looked up (one dict, so that an entry is replaced in one step).
+        self._by_serial: dict[str, tuple[MeterInfo, datetime]] = {}
         self._unknown_until: dict[str, datetime] = {}
         self._linked: set[int] = set()  # meters known to have a meter_link row
         self._stats = HeadEndStats()
@@ -199,7 +204,7 @@ class HeadEnd:
         # stable order, so two workers can never deadlock on them.
         authentic: list[_Authentic] = []
         with self._session_factory() as session, session.begin():
-            self._prefetch_senders(session, frames)
+            self._prefetch_senders(session, frames, received_at)
             for frame in frames:
                 serial = None
                 try:
@@ -208,7 +213,8 @@ class HeadEnd:
                     if topic.direction != UP:
                         raise FrameRejected("malformed", f"topic {frame.topic!r} is not an uplink topic")
                     check_counter(frame.counter)
-                    authentic.append(_Authentic(frame, topic, self._authenticate(session, frame, topic)))
+                    meter = self._authenticate(session, frame, topic, received_at)
+                    authentic.append(_Authentic(frame, topic, meter))
                 except FrameRejected as exc:
                     reject(frame, serial, exc)
             self._ensure_links(session, {a.meter.id for a in authentic})
@@ -277,31 +283,51 @@ class HeadEnd:
                 )
         return result
 
-    def _authenticate(self, session: Session, frame: Frame, topic: Topic) -> MeterInfo:
-        """The registered meter that signed `frame`. A cached entry that fails is refreshed once (key rotated,
-        meter moved) before the frame is refused."""
-        cached = self._by_serial.get(topic.serial)
+    def _authenticate(self, session: Session, frame: Frame, topic: Topic, now: datetime) -> MeterInfo:
+        """The registered meter that signed `frame` (with its key, or its previous key until the grace deadline
+        passes at `now`). A cached entry that fails is refreshed once (key rotated, meter moved) before the frame
+        is refused."""
+        cached = self._cached(topic.serial, now)
         meter = cached or self._lookup(session, topic.serial)
         try:
-            return _check_sender(frame, topic, meter)
+            return _check_sender(frame, topic, meter, now)
         except FrameRejected:
             if cached is None:
                 raise
-        self._by_serial.pop(topic.serial, None)
-        return _check_sender(frame, topic, self._lookup(session, topic.serial))
+        self._forget(topic.serial)
+        return _check_sender(frame, topic, self._lookup(session, topic.serial), now)
 
-    def _prefetch_senders(self, session: Session, frames: list[Frame]) -> None:
-        """Cache, in one query, the meters named by `frames` that are not cached yet: a worker's first
-        batches would otherwise look each sender up on its own. Unknown ones are left to `_lookup`."""
+    def _cached(self, serial: str, now: datetime) -> MeterInfo | None:
+        """The cached meter, unless it was looked up METER_CACHE_TTL or longer ago."""
+        entry = self._by_serial.get(serial)
+        if entry is None or now - entry[1] >= METER_CACHE_TTL:
+            return None
+        return entry[0]
+
+    def _remember(self, meters: dict[str, MeterInfo], now: datetime) -> None:
+        self._by_serial.update({serial: (meter, now) for serial, meter in meters.items()})
+
+    def _forget(self, serial: str) -> None:
+        self._by_serial.pop(serial, None)
+
+    def _prefetch_senders(self, session: Session, frames: list[Frame], now: datetime) -> None:
+        """Cache, in one query, the meters named by `frames` that are not cached (or whose entry is too old):
+        a worker's batches would otherwise look each sender up on its own. Unknown ones are left to `_lookup`."""
         serials = set()
         for frame in frames:
             try:
                 serials.add(parse_topic(frame.topic).serial)
             except FrameRejected:
                 continue  # refused, with its reason, in the loop that follows
-        missing = serials - self._by_serial.keys() - self._unknown_until.keys()
-        if missing:
-            self._by_serial.update(self._meters.meters_by_serial(session, missing))
+        missing = {s for s in serials - self._unknown_until.keys() if self._cached(s, now) is None}
+        if not missing:
+            return
+        try:
+            self._remember(self._meters.meters_by_serial(session, missing), now)
+        except MeterKeyError:
+            # One meter's stored key does not open: look the others up one by one, so only its frames are
+            # refused (by `_lookup`, which says why).
+            return
 
     def _lookup(self, session: Session, serial: str) -> MeterInfo:
         now = self._clock.now()
@@ -313,8 +339,12 @@ class HeadEnd:
         except NotFoundError:
             self._unknown_until[serial] = now + UNKNOWN_METER_RETRY
             raise FrameRejected("unknown_meter", f"no meter with serial {serial!r} is registered") from None
+        except MeterKeyError as exc:
+            # The frame cannot be authenticated; the operator must fix the configuration or rotate the key.
+            log.error("meter_key_unavailable", serial=serial, error=str(exc))
+            raise FrameRejected("bad_signature", f"the meter's stored key cannot be used: {exc}") from None
         self._unknown_until.pop(serial, None)
-        self._by_serial[serial] = meter
+        self._remember({serial: meter}, now)
         return meter
 
     def _ensure_links(self, session: Session, meter_ids: set[int]) -> None:
@@ -439,7 +469,7 @@ class HeadEnd:
             raise ConfigurationError("the head-end has no transport to send commands with")
         table = _LINK_TABLE
         with self._session_factory() as session, session.begin():
-            meter = self._by_serial.get(serial)
+            meter = self._cached(serial, self._clock.now())
             if meter is None:
                 try:
                     meter = self._meters.meter_by_serial(session, serial)
@@ -478,13 +508,21 @@ class HeadEnd:
         return frame
 
 
-def _check_sender(frame: Frame, topic: Topic, meter: MeterInfo) -> MeterInfo:
+def _check_sender(frame: Frame, topic: Topic, meter: MeterInfo, now: datetime) -> MeterInfo:
+    """`meter` if it signed `frame`: with its key, or with its previous key while `now` is before the grace
+    deadline of a rotation (frames in flight, a meter not yet re-keyed in the field)."""
     if meter.site_code != topic.site_code:
         raise FrameRejected(
             "unknown_meter",
             f"meter {topic.serial!r} belongs to site {meter.site_code!r}, not {topic.site_code!r}",
         )
-    verify(frame, meter.auth_key)
+    try:
+        verify(frame, meter.auth_key)
+    except FrameRejected:
+        previous, until = meter.previous_auth_key, meter.previous_key_until
+        if previous is None or until is None or now >= until:
+            raise
+        verify(frame, previous)
     return meter
 
 

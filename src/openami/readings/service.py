@@ -61,7 +61,7 @@ class ReadingsService:
         history_days: int = 28,
     ) -> None:
         self.clock = clock
-        self.registry = registry or RegistryService(clock)
+        self.registry = registry or RegistryService.from_settings(clock)
         self.max_clock_skew = max_clock_skew
         self.max_reading_age = max_reading_age
         self.gaps = GapWorkflow(

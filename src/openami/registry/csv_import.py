@@ -19,9 +19,11 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from openami.common.clock import Clock
 from openami.common.errors import ConfigurationError, ConflictError, ValidationError
+from openami.config import get_settings
 from openami.registry.csv_format import ImportErrors, ParsedRow, RowError, parse_registry_csv
 from openami.registry.models import Account, Customer, Meter, ServicePoint, Site, Transformer
 from openami.registry.validation import valid_check_meter_role, valid_installed_at, valid_meter_placement
+from openami.security.meter_keys import MeterKeyCipher
 from openami.storage.db import unit_of_work
 
 __all__ = ["ImportErrors", "ImportSummary", "RowError", "import_registry_csv", "read_registry_file"]
@@ -276,8 +278,12 @@ class _ReferenceCheck:
             self.checked_by[serial] = row
 
 
-def _write(session: Session, rows: list[ParsedRow], stored: _Stored, now: datetime) -> ImportSummary:
-    """Insert every row, parents before children; the caller's transaction makes it all or nothing."""
+def _write(
+    session: Session, rows: list[ParsedRow], stored: _Stored, now: datetime, cipher: MeterKeyCipher
+) -> ImportSummary:
+    """Insert every row, parents before children; the caller's transaction makes it all or nothing.
+
+    Meter keys are stored sealed by `cipher`, as `RegistryService.create_meter` stores them."""
     by_kind: dict[str, list[ParsedRow]] = {}
     for row in rows:
         by_kind.setdefault(row.record.name, []).append(row)
@@ -330,7 +336,9 @@ def _write(session: Session, rows: list[ParsedRow], stored: _Stored, now: dateti
     meters = insert(
         "meter",
         lambda r, n: Meter(
-            site_id=site_of(r), service_point_id=ref(r, "service_point", "service_point"), **_values(n)
+            site_id=site_of(r),
+            service_point_id=ref(r, "service_point", "service_point"),
+            **(_values(n) | {"auth_key": cipher.seal(n.serial, n.auth_key)}),
         ),
     )
     meter_ids = {m.serial: m.id for m in stored.meters.values()} | {obj.serial: obj.id for _, obj in meters}
@@ -367,10 +375,19 @@ def read_registry_file(path: Path) -> str:
 
 
 def import_registry_csv(
-    session_factory: sessionmaker[Session], path: Path | str, clock: Clock
+    session_factory: sessionmaker[Session],
+    path: Path | str,
+    clock: Clock,
+    cipher: MeterKeyCipher | None = None,
 ) -> ImportSummary:
-    """Import the registry file at `path` in one transaction, or raise ImportErrors listing every problem."""
+    """Import the registry file at `path` in one transaction, or raise ImportErrors listing every problem.
+
+    Meter keys are sealed by `cipher`; without one, by the cipher the environment's settings configure (the one
+    `bootstrap()` makes from them).
+    """
     parsed = parse_registry_csv(read_registry_file(Path(path)))
+    if cipher is None:
+        cipher = MeterKeyCipher.from_settings(get_settings())
     now = clock.now()
     try:
         with unit_of_work(session_factory) as session:
@@ -378,7 +395,7 @@ def import_registry_csv(
             errors = parsed.errors + _ReferenceCheck(parsed.rows, stored, now).run()
             if errors:
                 raise ImportErrors(errors)
-            return _write(session, parsed.rows, stored, now)
+            return _write(session, parsed.rows, stored, now, cipher)
     except IntegrityError as exc:
         raise ConflictError(
             f"the database refused the import, probably because another change landed at the same time; "

@@ -19,7 +19,8 @@ class MeterInfo:
     rated_current_a: int  # the meter's Imax
     service_rated_current_a: int | None  # the service point's rating, when the meter is installed at one
     load_profile_interval_s: int
-    # 32-byte HMAC key: kept out of repr so that logging a MeterInfo never leaks it.
+    # 32-byte HMAC key, in plaintext (the registry stores it sealed): kept out of repr so that logging a
+    # MeterInfo never leaks it.
     auth_key: bytes = field(repr=False)
     installed_at: datetime | None
     account_id: int | None
@@ -29,6 +30,10 @@ class MeterInfo:
     protocol: str = "senml-mqtt"
     role: str = "customer"  # "customer" (one service point) or "check" (a transformer's total)
     service_point_id: int | None = None
+    # After a key rotation, the key before it: frames signed with it are still accepted until
+    # `previous_key_until` (UTC), by the head-end's clock. Both None when there is none, or its grace is over.
+    previous_auth_key: bytes | None = field(default=None, repr=False)
+    previous_key_until: datetime | None = None
 
     @property
     def max_power_w(self) -> float:

@@ -18,6 +18,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from openami.storage.base import Base, UTCDateTime
 
+# A sealed meter key is 2 + key id (at most 32) + 12 + 48 bytes (security.meter_keys).
+SEALED_KEY_MAX_BYTES = 128
+
 
 def _enum_values(kind: type[enum.StrEnum]) -> list[str]:
     """Store an enum by its value ("prepaid"), as the API and CSV spell it, not by its Python name."""
@@ -122,8 +125,14 @@ class Meter(Base):
         Enum(MeterRole, native_enum=False, length=16, values_callable=_enum_values),
         default=MeterRole.CUSTOMER,
     )
-    # HMAC-SHA256 key for frame authentication (32 bytes). Encryption at rest arrives with the security issue.
-    auth_key: Mapped[bytes] = mapped_column(LargeBinary(64))
+    # The meter's HMAC-SHA256 key for frame authentication, sealed (AES-256-GCM under a master key, see
+    # security.meter_keys); a bare 32-byte value is a legacy plaintext key from before migration 0004, until
+    # `openami keys seal-legacy` seals it. Never read these columns directly: RegistryService opens them.
+    auth_key: Mapped[bytes] = mapped_column(LargeBinary(SEALED_KEY_MAX_BYTES))
+    # After a rotation, the key before it (sealed), still accepted until `previous_key_until` (UTC) so that
+    # frames in flight and meters not yet re-keyed in the field are not refused.
+    previous_auth_key: Mapped[bytes | None] = mapped_column(LargeBinary(SEALED_KEY_MAX_BYTES))
+    previous_key_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     load_profile_interval_s: Mapped[int] = mapped_column(Integer, default=900)
     service_point_id: Mapped[int | None] = mapped_column(ForeignKey("service_point.id"), unique=True)
     installed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -8,17 +8,21 @@ the field. Results are the plain values of `registry.interfaces`, never the tabl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import hmac
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
-from typing import Any, TypeVar, TypeVarTuple
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, TypeVarTuple, cast
 
-from sqlalchemy import Select, exists, select
+import structlog
+from sqlalchemy import CursorResult, Select, Table, bindparam, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from openami.common.clock import Clock
-from openami.common.errors import ConflictError, NotFoundError, ValidationError
+from openami.common.errors import ConfigurationError, ConflictError, NotFoundError, ValidationError
+from openami.config import Settings, get_settings
 from openami.registry.interfaces import (
     AccountInfo,
     CustomerInfo,
@@ -46,19 +50,30 @@ from openami.registry.records import (
     clean_transformer,
 )
 from openami.registry.validation import (
+    AUTH_KEY_BYTES,
+    valid_auth_key,
     valid_check_meter_role,
     valid_installed_at,
+    valid_key_grace,
     valid_meter_placement,
 )
+from openami.security.meter_keys import MeterKeyCipher, MeterKeyError, is_legacy_plaintext
 from openami.storage.base import Base
+
+log = structlog.get_logger(__name__)
 
 M = TypeVar("M", bound=Base)
 Ts = TypeVarTuple("Ts")
 # The tables that belong to a site through their own `site_id`.
 SiteOwned = TypeVar("SiteOwned", Customer, Account, Transformer, ServicePoint, Meter)
 MAX_PAGE = 1000
+# Lists take one site's id, several sites' ids, or None for every site.
+SiteScope = int | Collection[int] | None
 # Meters looked up per query by `meters_by_serial` / `meters_by_id` (keeps the IN list to a sane size).
 LOOKUP_CHUNK = 1000
+# Meters re-sealed per statement by `seal_legacy_keys` / `rewrap_keys`.
+RESEAL_CHUNK = 1000
+_METER_TABLE = cast(Table, Meter.__table__)
 
 
 def site_info(site: Site) -> SiteInfo:
@@ -138,7 +153,16 @@ def _meter_info_query() -> Select[Meter, str, str, int, int | None, int | None, 
     )
 
 
-def _meter_info_from_row(row: Any) -> MeterInfo:
+@dataclass(frozen=True, slots=True)
+class _OpenedKeys:
+    """A meter's keys in plaintext, as MeterInfo carries them (never in repr)."""
+
+    current: bytes = field(repr=False)
+    previous: bytes | None = field(default=None, repr=False)
+    previous_until: datetime | None = None
+
+
+def _meter_info_from_row(row: Any, keys: _OpenedKeys) -> MeterInfo:
     meter, site_code, timezone, service_rated_a, account_id, point_transformer_id, checked_transformer_id = (
         row
     )
@@ -152,7 +176,7 @@ def _meter_info_from_row(row: Any) -> MeterInfo:
         rated_current_a=meter.rated_current_a,
         service_rated_current_a=service_rated_a,
         load_profile_interval_s=meter.load_profile_interval_s,
-        auth_key=meter.auth_key,
+        auth_key=keys.current,
         installed_at=meter.installed_at,
         account_id=account_id,
         transformer_id=point_transformer_id if point_transformer_id is not None else checked_transformer_id,
@@ -160,6 +184,8 @@ def _meter_info_from_row(row: Any) -> MeterInfo:
         protocol=meter.protocol,
         role=MeterRole(meter.role).value,
         service_point_id=meter.service_point_id,
+        previous_auth_key=keys.previous,
+        previous_key_until=keys.previous_until,
     )
 
 
@@ -186,11 +212,64 @@ def _translated_integrity_errors(what: str) -> Iterator[None]:
         ) from exc
 
 
-class RegistryService:
-    """Sites, customers, accounts, transformers, service points and meters. Reads time only from `clock`."""
+def _expire_meters(session: Session, meter_ids: set[int]) -> None:
+    """Make `session` reload the keys of these meters: they were updated past the ORM."""
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, Meter) and obj.id in meter_ids:
+            session.expire(obj, ["auth_key", "previous_auth_key", "previous_key_until"])
 
-    def __init__(self, clock: Clock) -> None:
+
+class RegistryService:
+    """Sites, customers, accounts, transformers, service points and meters. Reads time only from `clock`.
+
+    Meter keys are stored sealed by `cipher` (security.meter_keys) and handed out in plaintext in `MeterInfo`.
+    Without a cipher the registry serves everything but sealed keys: legacy plaintext keys (from before
+    migration 0004) are read as they are, and sealing or opening a key raises ConfigurationError.
+    """
+
+    def __init__(self, clock: Clock, cipher: MeterKeyCipher | None = None) -> None:
         self.clock = clock
+        self.cipher = cipher
+
+    @classmethod
+    def from_settings(cls, clock: Clock, settings: Settings | None = None) -> RegistryService:
+        """A registry with the cipher `settings` configure (default: the environment's), as bootstrap() makes it.
+
+        For services built on their own outside bootstrap(); raises ConfigurationError without a master key in
+        the server mode (see security.meter_keys.load_master_keys).
+        """
+        return cls(clock, MeterKeyCipher.from_settings(settings or get_settings()))
+
+    # -- meter keys ------------------------------------------------------------------------------------------
+
+    def _require_cipher(self, what: str) -> MeterKeyCipher:
+        if self.cipher is None:
+            raise ConfigurationError(
+                f"{what}: this RegistryService has no MeterKeyCipher, so it can neither seal nor open meter keys; "
+                "build it with one (openami.bootstrap.bootstrap() makes it from the master key settings)"
+            )
+        return self.cipher
+
+    def _seal(self, serial: str, key: bytes) -> bytes:
+        return self._require_cipher(f"meter {serial!r}").seal(serial, key)
+
+    def _open(self, serial: str, stored: bytes) -> bytes:
+        """The plaintext of a stored key: sealed, or legacy plaintext from before migration 0004."""
+        stored = bytes(stored)
+        if is_legacy_plaintext(stored):
+            return stored
+        return self._require_cipher(f"meter {serial!r}").open(serial, stored)
+
+    def _opened_keys(self, meter: Meter) -> _OpenedKeys:
+        current = self._open(meter.serial, meter.auth_key)
+        until = meter.previous_key_until
+        # The clock is read only for a meter that has a previous key.
+        if meter.previous_auth_key is None or until is None or until <= self.clock.now():
+            return _OpenedKeys(current)
+        return _OpenedKeys(current, self._open(meter.serial, meter.previous_auth_key), until)
+
+    def _meter_info(self, row: Any) -> MeterInfo:
+        return _meter_info_from_row(row, self._opened_keys(row[0]))
 
     # -- lookups ---------------------------------------------------------------------------------------------
 
@@ -206,12 +285,9 @@ class RegistryService:
         """An object another one points at: it must exist and belong to the same site."""
         found = session.get(model, object_id)
         what = field.removesuffix("_id").replace("_", " ")
-        if found is None:
-            raise ValidationError(f"no {what} with id {object_id}", location=field)
-        if found.site_id != site_id:
-            raise ValidationError(
-                f"{what} {object_id} belongs to site {found.site_id}, not site {site_id}", location=field
-            )
+        if found is None or found.site_id != site_id:
+            # One message for both: whether an object exists in another site is that site's business.
+            raise ValidationError(f"no {what} with id {object_id} in site {site_id}", location=field)
         return found
 
     def _site_for_new(self, session: Session, site_id: int) -> Site:
@@ -222,11 +298,13 @@ class RegistryService:
 
     @staticmethod
     def _list(
-        session: Session, model: type[SiteOwned], site_id: int | None, limit: int | None, offset: int
+        session: Session, model: type[SiteOwned], site_id: SiteScope, limit: int | None, offset: int
     ) -> list[SiteOwned]:
         stmt = select(model).order_by(model.id)
-        if site_id is not None:
+        if isinstance(site_id, int):
             stmt = stmt.where(model.site_id == site_id)
+        elif site_id is not None:
+            stmt = stmt.where(model.site_id.in_(list(site_id)))
         return list(session.scalars(_page(stmt, limit, offset)))
 
     def _insert(self, session: Session, row: Base, what: str) -> None:
@@ -278,9 +356,19 @@ class RegistryService:
             raise NotFoundError(f"no site with code {code!r}")
         return site_info(site)
 
-    def list_sites(self, session: Session, *, limit: int | None = None, offset: int = 0) -> list[SiteInfo]:
-        stmt = _page(select(Site).order_by(Site.id), limit, offset)
-        return [site_info(s) for s in session.scalars(stmt)]
+    def list_sites(
+        self,
+        session: Session,
+        *,
+        site_ids: Collection[int] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[SiteInfo]:
+        """Every site, or those of `site_ids`, by id."""
+        stmt = select(Site).order_by(Site.id)
+        if site_ids is not None:
+            stmt = stmt.where(Site.id.in_(list(site_ids)))
+        return [site_info(s) for s in session.scalars(_page(stmt, limit, offset))]
 
     # -- customers and accounts ------------------------------------------------------------------------------
 
@@ -309,7 +397,7 @@ class RegistryService:
         return customer_info(self._get(session, Customer, customer_id, "customer"))
 
     def list_customers(
-        self, session: Session, *, site_id: int | None = None, limit: int | None = None, offset: int = 0
+        self, session: Session, *, site_id: SiteScope = None, limit: int | None = None, offset: int = 0
     ) -> list[CustomerInfo]:
         return [customer_info(c) for c in self._list(session, Customer, site_id, limit, offset)]
 
@@ -329,7 +417,7 @@ class RegistryService:
         return account_info(self._get(session, Account, account_id, "account"))
 
     def list_accounts(
-        self, session: Session, *, site_id: int | None = None, limit: int | None = None, offset: int = 0
+        self, session: Session, *, site_id: SiteScope = None, limit: int | None = None, offset: int = 0
     ) -> list[AccountInfo]:
         return [account_info(a) for a in self._list(session, Account, site_id, limit, offset)]
 
@@ -365,7 +453,7 @@ class RegistryService:
         return transformer_info(self._get(session, Transformer, transformer_id, "transformer"))
 
     def list_transformers(
-        self, session: Session, *, site_id: int | None = None, limit: int | None = None, offset: int = 0
+        self, session: Session, *, site_id: SiteScope = None, limit: int | None = None, offset: int = 0
     ) -> list[TransformerInfo]:
         return [transformer_info(t) for t in self._list(session, Transformer, site_id, limit, offset)]
 
@@ -407,7 +495,7 @@ class RegistryService:
         return service_point_info(self._get(session, ServicePoint, service_point_id, "service point"))
 
     def list_service_points(
-        self, session: Session, *, site_id: int | None = None, limit: int | None = None, offset: int = 0
+        self, session: Session, *, site_id: SiteScope = None, limit: int | None = None, offset: int = 0
     ) -> list[ServicePointInfo]:
         return [service_point_info(p) for p in self._list(session, ServicePoint, site_id, limit, offset)]
 
@@ -463,7 +551,7 @@ class RegistryService:
             rated_current_a=new.rated_current_a,
             protocol=new.protocol,
             role=new.role,
-            auth_key=new.auth_key,
+            auth_key=self._seal(new.serial, new.auth_key),
             load_profile_interval_s=new.load_profile_interval_s,
             service_point_id=service_point_id,
             installed_at=new.installed_at,
@@ -475,13 +563,13 @@ class RegistryService:
         row = session.execute(_meter_info_query().where(Meter.id == meter_id)).first()
         if row is None:
             raise NotFoundError(f"no meter with id {meter_id}")
-        return _meter_info_from_row(row)
+        return self._meter_info(row)
 
     def meter_by_serial(self, session: Session, serial: str) -> MeterInfo:
         row = session.execute(_meter_info_query().where(Meter.serial == serial)).first()
         if row is None:
             raise NotFoundError(f"no meter with serial {serial!r}")
-        return _meter_info_from_row(row)
+        return self._meter_info(row)
 
     def meters_by_serial(self, session: Session, serials: Iterable[str]) -> dict[str, MeterInfo]:
         """The registered meters among `serials`, by serial (unknown ones left out); a query per thousand."""
@@ -490,7 +578,7 @@ class RegistryService:
         for at in range(0, len(wanted), LOOKUP_CHUNK):
             chunk = wanted[at : at + LOOKUP_CHUNK]
             for row in session.execute(_meter_info_query().where(Meter.serial.in_(chunk))):
-                info = _meter_info_from_row(row)
+                info = self._meter_info(row)
                 found[info.serial] = info
         return found
 
@@ -501,18 +589,20 @@ class RegistryService:
         for at in range(0, len(wanted), LOOKUP_CHUNK):
             chunk = wanted[at : at + LOOKUP_CHUNK]
             for row in session.execute(_meter_info_query().where(Meter.id.in_(chunk))):
-                info = _meter_info_from_row(row)
+                info = self._meter_info(row)
                 found[info.id] = info
         return found
 
     def meter_infos(
-        self, session: Session, site_id: int | None = None, *, limit: int | None = None, offset: int = 0
+        self, session: Session, site_id: SiteScope = None, *, limit: int | None = None, offset: int = 0
     ) -> list[MeterInfo]:
-        """Every meter (of one site when `site_id` is given), by id; `limit`/`offset` page through them."""
+        """Every meter (of one site, or of several, when `site_id` is given), by id; `limit`/`offset` page."""
         stmt = _meter_info_query()
-        if site_id is not None:
+        if isinstance(site_id, int):
             stmt = stmt.where(Meter.site_id == site_id)
-        return [_meter_info_from_row(row) for row in session.execute(_page(stmt, limit, offset))]
+        elif site_id is not None:
+            stmt = stmt.where(Meter.site_id.in_(list(site_id)))
+        return [self._meter_info(row) for row in session.execute(_page(stmt, limit, offset))]
 
     def meters_for_account(self, session: Session, site_code: str, account_number: str) -> list[MeterInfo]:
         """The meters at the service points of one account, by id."""
@@ -523,4 +613,131 @@ class RegistryService:
         if account_id is None:
             raise NotFoundError(f"no account {account_number!r} in site {site_code!r}")
         stmt = _meter_info_query().where(ServicePoint.account_id == account_id)
-        return [_meter_info_from_row(row) for row in session.execute(stmt)]
+        return [self._meter_info(row) for row in session.execute(stmt)]
+
+    # -- key rotation ----------------------------------------------------------------------------------------
+
+    def rotate_meter_key(
+        self, session: Session, serial: str, new_key: bytes | str, grace: timedelta
+    ) -> MeterInfo:
+        """Give meter `serial` the key `new_key` (32 bytes or 64 hex characters), stored sealed.
+
+        Its current key becomes the previous one, still accepted until now + `grace` (0 to 90 days), so frames in
+        flight and a meter not yet re-keyed in the field are not refused; only the new key is accepted after. A
+        previous key still in its grace period is replaced: a meter has one previous key at most. With a grace
+        of 0 the current key is dropped at once, which also replaces a stored key that no longer opens.
+        """
+        key = valid_auth_key(new_key, field="new_key")
+        grace = valid_key_grace(grace)
+        meter = session.scalar(select(Meter).where(Meter.serial == serial).with_for_update())
+        if meter is None:
+            raise NotFoundError(f"no meter with serial {serial!r}")
+        try:
+            current: bytes | None = self._open(meter.serial, meter.auth_key)
+        except MeterKeyError as exc:
+            if grace:
+                raise MeterKeyError(
+                    serial, f"{exc.detail}; to replace it without a grace period, rotate with a grace of 0"
+                ) from exc
+            current = None  # a key that does not open authenticates nothing: nothing to keep
+        if current is not None and hmac.compare_digest(current, key):
+            raise ValidationError("is the meter's current key; a rotation needs a different one", "new_key")
+        now = self.clock.now()
+        meter.auth_key = self._seal(meter.serial, key)
+        if current is None or not grace:
+            meter.previous_auth_key, meter.previous_key_until = None, None
+        else:
+            meter.previous_auth_key = self._seal(meter.serial, current)
+            meter.previous_key_until = now + grace
+        with _translated_integrity_errors(f"meter {serial!r}"):
+            session.flush()
+        log.info("meter_key_rotated", serial=serial, previous_key_until=meter.previous_key_until)
+        return self.meter_info(session, meter.id)
+
+    def seal_legacy_keys(self, session: Session) -> int:
+        """Seal every legacy plaintext key (from before migration 0004); returns how many meters had one."""
+        return self._reseal(session, rewrap=False)
+
+    def rewrap_keys(self, session: Session) -> int:
+        """Re-seal every meter key not sealed under the newest master key (legacy plaintext ones included), and
+        drop previous keys whose grace period is over; returns how many meters changed.
+
+        Afterwards an older master key opens nothing and may be removed from the configuration.
+        """
+        return self._reseal(session, rewrap=True)
+
+    def _reseal(self, session: Session, *, rewrap: bool) -> int:
+        cipher = self._require_cipher("re-sealing meter keys")
+        newest = cipher.newest_key_id
+        now = self.clock.now()
+
+        def stale(serial: str, stored: bytes | None) -> bool:
+            if stored is None:
+                return False
+            stored = bytes(stored)
+            return is_legacy_plaintext(stored) or (rewrap and cipher.key_id_of(serial, stored) != newest)
+
+        columns = select(
+            Meter.id, Meter.serial, Meter.auth_key, Meter.previous_auth_key, Meter.previous_key_until
+        )
+        if not rewrap:
+            columns = columns.where(
+                or_(
+                    func.length(Meter.auth_key) == AUTH_KEY_BYTES,
+                    func.length(Meter.previous_auth_key) == AUTH_KEY_BYTES,
+                )
+            )
+        table = _METER_TABLE
+        # Conditional on the key read, so a rotation committed meanwhile is never overwritten.
+        stmt = (
+            update(table)
+            .where(table.c.id == bindparam("b_id"), table.c.auth_key == bindparam("b_old_key"))
+            .values(
+                auth_key=bindparam("b_key"),
+                previous_auth_key=bindparam("b_previous"),
+                previous_key_until=bindparam("b_until", type_=table.c.previous_key_until.type),
+            )
+        )
+        changed, after_id = 0, 0
+        while rows := session.execute(
+            columns.where(Meter.id > after_id).order_by(Meter.id).limit(RESEAL_CHUNK)
+        ).all():
+            after_id = rows[-1].id
+            params = []
+            for row in rows:
+                previous, until = row.previous_auth_key, row.previous_key_until
+                # A previous key whose grace is over is dropped unopened: its master key may be gone already.
+                retired = rewrap and previous is not None and (until is None or until <= now)
+                previous_stale = not retired and stale(row.serial, previous)
+                key_stale = stale(row.serial, row.auth_key)
+                if not (key_stale or previous_stale or retired):
+                    continue
+                if retired:
+                    previous, until = None, None
+                elif previous_stale:
+                    previous = cipher.seal(row.serial, self._open(row.serial, previous))
+                key = (
+                    cipher.seal(row.serial, self._open(row.serial, row.auth_key))
+                    if key_stale
+                    else row.auth_key
+                )
+                params.append(
+                    {
+                        "b_id": row.id,
+                        "b_old_key": row.auth_key,
+                        "b_key": key,
+                        "b_previous": previous,
+                        "b_until": until,
+                    }
+                )
+            if params:
+                updated = cast(CursorResult[Any], session.execute(stmt, params)).rowcount
+                if updated != len(params):
+                    raise ConflictError(
+                        "meter keys changed while they were being re-sealed (a rotation at the same time); "
+                        "nothing was changed, run it again"
+                    )
+                changed += updated
+                _expire_meters(session, {p["b_id"] for p in params})
+        log.info("meter_keys_resealed", meters=changed, newest_master_key=newest, rewrap=rewrap)
+        return changed

@@ -14,7 +14,7 @@ import enum
 import functools
 import re
 import zoneinfo
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import holidays
@@ -23,6 +23,9 @@ from openami.common.errors import ValidationError
 from openami.registry.models import MeterRole
 
 AUTH_KEY_BYTES = 32
+# How long a meter's previous key may stay valid after a rotation: long enough to re-key meters in the field,
+# short enough that a retired key does not linger.
+MAX_KEY_GRACE = timedelta(days=90)
 PROFILE_INTERVALS_S = (300, 600, 900, 1800, 3600)
 PHASES = (1, 3)
 # Upper bounds that no real service or distribution transformer reaches; they catch typos (extra zeros)
@@ -247,6 +250,15 @@ def valid_auth_key(value: bytes | str | None, field: str = "auth_key") -> bytes:
             location=field,
         )
     return bytes.fromhex(text)
+
+
+def valid_key_grace(value: timedelta, field: str = "grace") -> timedelta:
+    """How long a rotated-out meter key stays valid: from zero (refused at once) to MAX_KEY_GRACE."""
+    if not isinstance(value, timedelta):
+        raise ValidationError(f"must be a duration, got {type(value).__name__}", location=field)
+    if not timedelta(0) <= value <= MAX_KEY_GRACE:
+        raise ValidationError(f"must be between 0 and {MAX_KEY_GRACE.days} days, got {value}", location=field)
+    return value
 
 
 def valid_instant(value: datetime | str | None, field: str) -> datetime:

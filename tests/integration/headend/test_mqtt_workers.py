@@ -50,7 +50,7 @@ def topic_root() -> str:
 
 
 def register_meters(engine: Engine, n: int) -> dict[str, bytes]:
-    registry = RegistryService(SystemClock())
+    registry = RegistryService.from_settings(SystemClock())
     keys = {f"IT{i:04d}": os.urandom(32) for i in range(n)}
     with Session(engine) as session, session.begin():
         site = registry.create_site(

@@ -39,7 +39,7 @@ def test_example_imports_once_and_the_second_time_writes_nothing(
         import_registry_csv(factory, EXAMPLE, clock)
     assert (_count(factory, Site), _count(factory, Meter)) == (1, 3)
     with factory() as session:
-        meter = RegistryService(clock).meter_by_serial(session, "KSM-0001")
+        meter = RegistryService.from_settings(clock).meter_by_serial(session, "KSM-0001")
     assert len(meter.auth_key) == 32
 
 

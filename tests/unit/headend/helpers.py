@@ -32,8 +32,10 @@ KEY_C = bytes(range(200, 232))
 
 
 def register_fleet(session_factory: sessionmaker[Session], clock: Clock) -> dict[str, MeterInfo]:
-    """Site "demo" with meters SN0001 (KEY_A), SN0002 (KEY_B); site "other" with meter OT0001 (KEY_C)."""
-    registry = RegistryService(clock)
+    """Site "demo" with meters SN0001 (KEY_A), SN0002 (KEY_B); site "other" with meter OT0001 (KEY_C).
+
+    Keys are sealed with the master key of the environment, as a head-end built without `meters=` opens them."""
+    registry = RegistryService.from_settings(clock)
     with session_factory() as session, session.begin():
         demo = registry.create_site(
             session, code=SITE, name="Demo", timezone="Africa/Nairobi", currency="KES", holiday_country="KE"

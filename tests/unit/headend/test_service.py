@@ -191,7 +191,7 @@ def test_a_newly_registered_meter_is_found_after_the_negative_cache_expires(
     headend, _ = make_headend(session_factory, clock)
     assert _reason(headend, frame(uplink("SN0009", clock.now()), 1)) == "unknown_meter"
     with session_factory() as session, session.begin():
-        RegistryService(clock).create_meter(
+        RegistryService.from_settings(clock).create_meter(
             session,
             site_id=fleet["SN0001"].site_id,
             serial="SN0009",

@@ -59,7 +59,7 @@ def test_example_file_imports_the_whole_tree(
         sites=1, customers=2, accounts=2, transformers=1, service_points=2, meters=3
     )
     assert summary.total == 11
-    registry = RegistryService(clock)
+    registry = RegistryService.from_settings(clock)
     with session_factory() as session:
         site = registry.site_by_code(session, "KSM")
         assert (site.timezone, site.currency, site.created_at) == ("Africa/Nairobi", "KES", clock.now())
@@ -380,7 +380,7 @@ def test_references_may_point_down_the_file_and_into_the_database(
     summary = import_registry_csv(session_factory, second, clock)
     assert (summary.sites, summary.accounts, summary.service_points, summary.meters) == (0, 1, 1, 1)
     with session_factory() as session:
-        meters = RegistryService(clock).meters_for_account(session, "KSM", "A-1")
+        meters = RegistryService.from_settings(clock).meters_for_account(session, "KSM", "A-1")
     assert [(m.serial, m.auth_key) for m in meters] == [("M-1", KEY)]
 
 

@@ -12,13 +12,14 @@ from openami.common.errors import ConflictError, NotFoundError, ValidationError
 from openami.registry.interfaces import NOMINAL_VOLTAGE_V
 from openami.registry.service import RegistryService
 from openami.registry.validation import InvalidFieldsError
+from openami.security.meter_keys import MeterKeyCipher
 
 from .helpers import KEY, KEY_HEX, Tree, make_tree
 
 
 @pytest.fixture
-def registry(clock: ManualClock) -> RegistryService:
-    return RegistryService(clock)
+def registry(clock: ManualClock, meter_keys: MeterKeyCipher) -> RegistryService:
+    return RegistryService(clock, meter_keys)
 
 
 @pytest.fixture
@@ -213,7 +214,9 @@ def test_references_must_exist_and_share_the_site(registry: RegistryService, ses
     with pytest.raises(ValidationError, match="no customer with id 999") as caught:
         registry.create_account(session, site_id=home.site_id, customer_id=999, number="N", kind="prepaid")
     assert caught.value.location == "customer_id"
-    with pytest.raises(ValidationError, match=f"belongs to site {away.site_id}") as caught:
+    with pytest.raises(
+        ValidationError, match=f"no customer with id {away.customer_id} in site {home.site_id}"
+    ) as caught:
         registry.create_account(
             session, site_id=home.site_id, customer_id=away.customer_id, number="N", kind="prepaid"
         )
