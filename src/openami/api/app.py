@@ -4,19 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import structlog
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import DataError
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openami import __version__
+from openami.api.auth import PUBLIC
 from openami.bootstrap import Container
 from openami.common.errors import ConflictError, NotFoundError, ValidationError
 from openami.headend.api import router as headend_router
 from openami.readings.api import router as readings_router
 from openami.registry.api import router as registry_router
+from openami.security.api import router as security_router
+
+log = structlog.get_logger(__name__)
 
 # Sent with every response. The API serves JSON and the bundled docs page; nothing is framed or sniffed.
 SECURITY_HEADERS = {
@@ -31,6 +37,70 @@ SECURITY_HEADERS = {
         "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
     ),
 }
+
+
+# No request the API takes needs more: a registry import file goes through the CLI, not the API.
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class BodyLimit:
+    """Refuses (413) a request whose body is larger than `limit` bytes, by its Content-Length or, for a body sent
+    in chunks without one, as soon as the bytes read pass the limit: nothing of it reaches a route."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > self.limit:
+                await self._refuse(scope, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        # No length given (a chunked body): read it here, up to the limit, then hand it on whole.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._refuse(scope, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        log.warning("request_refused", status=413, reason="body_too_large", path=scope.get("path"))
+        response = JSONResponse(
+            {"detail": f"the request body is larger than the {self.limit} bytes this API accepts"},
+            status_code=413,
+            headers=SECURITY_HEADERS,
+        )
+        await response(scope, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
 
 
 def create_app(container: Container) -> FastAPI:
@@ -51,11 +121,13 @@ def create_app(container: Container) -> FastAPI:
             response.headers.setdefault(name, value)
         return response
 
+    app.add_middleware(BodyLimit)
+    app.include_router(security_router)
     app.include_router(registry_router)
     app.include_router(readings_router)
     app.include_router(headend_router)
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get("/healthz", tags=["ops"], dependencies=[PUBLIC])
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 

@@ -17,13 +17,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from openami.api.auth import Access, require
 from openami.api.deps import get_container, get_session
 from openami.bootstrap import Container
 from openami.common.errors import ConflictError, NotFoundError, ValidationError
 from openami.common.obis import ACTIVE_IMPORT_INTERVAL, QUANTITIES
 from openami.readings import completeness, queries
+from openami.readings.models import IntervalReading
 from openami.readings.queries import Resolution
 from openami.readings.schemas import (
     CompletenessDayOut,
@@ -41,6 +44,8 @@ from openami.readings.schemas import (
 )
 from openami.readings.service import ReadingsService
 from openami.registry.interfaces import MeterInfo
+from openami.registry.models import Account, Site
+from openami.security.permissions import Permission
 
 # The longest span one request may ask for, per resolution (and for the other lists).
 MAX_SPAN = {
@@ -78,6 +83,7 @@ router = APIRouter(prefix="/api/v1", tags=["readings"], route_class=_DomainError
 
 SessionDep = Annotated[Session, Depends(get_session)]
 ContainerDep = Annotated[Container, Depends(get_container)]
+ReadAccess = Annotated[Access, require(Permission.READINGS_READ)]
 StartQuery = Annotated[str, Query(description="ISO-8601 instant with offset, e.g. 2026-03-01T00:00:00+01:00")]
 EndQuery = Annotated[str, Query(description="ISO-8601 instant with offset (exclusive)")]
 ObisQuery = Annotated[str, Query(description="the load-profile quantity, e.g. 1-0:1.29.0 (import)")]
@@ -121,11 +127,25 @@ def _interval_obis(obis: str) -> str:
     return obis
 
 
-def _meter(session: Session, container: Container, serial: str) -> MeterInfo:
-    return container.registry.meter_by_serial(session, serial)
+def _meter(session: Session, container: Container, serial: str, access: Access) -> MeterInfo:
+    """The meter, if the caller may see it: on one of their sites, or (a customer) on one of their accounts."""
+    meter = container.registry.meter_by_serial(session, serial)
+    if not access.sees_meter(meter):
+        raise NotFoundError(f"no meter with serial {serial!r}")  # as for a meter that does not exist
+    return meter
 
 
-def _account_meters(session: Session, container: Container, site_code: str, number: str) -> list[MeterInfo]:
+def _account_meters(
+    session: Session, container: Container, site_code: str, number: str, access: Access
+) -> list[MeterInfo]:
+    """The meters of an account the caller may see (a site's staff: any of it; a customer: their own)."""
+    found = session.execute(
+        select(Account.id, Account.site_id)
+        .join(Site, Site.id == Account.site_id)
+        .where(Site.code == site_code, Account.number == number)
+    ).first()
+    if found is None or not access.sees_account(found.site_id, found.id):
+        raise NotFoundError(f"no account {number!r} in site {site_code!r}")
     return container.registry.meters_for_account(session, site_code, number)
 
 
@@ -260,9 +280,9 @@ def _flags(
 
 
 @router.get("/meters/{serial}/readings/instants", response_model=MeterInstantsOut)
-def meter_instants(serial: str, session: SessionDep, container: ContainerDep) -> Any:
+def meter_instants(serial: str, session: SessionDep, container: ContainerDep, access: ReadAccess) -> Any:
     """The newest instantaneous values (power W, voltage V, current A, relay state) of one meter."""
-    return _instants(session, [_meter(session, container, serial)])[0]
+    return _instants(session, [_meter(session, container, serial, access)])[0]
 
 
 @router.get("/meters/{serial}/readings/intervals", response_model=SeriesOut)
@@ -270,13 +290,14 @@ def meter_intervals(
     serial: str,
     session: SessionDep,
     container: ContainerDep,
+    access: ReadAccess,
     start: StartQuery,
     end: EndQuery,
     resolution: Resolution = Resolution.HOUR,
     obis: ObisQuery = ACTIVE_IMPORT_INTERVAL,
 ) -> Any:
     """Energy per bucket in `[start, end)`, with counts of actual, estimated, edited and missing intervals."""
-    meter = _meter(session, container, serial)
+    meter = _meter(session, container, serial, access)
     begin, finish = _span(start, end, MAX_SPAN[resolution], f"a {resolution.value} series")
     return _series(session, container, meter, _interval_obis(obis), begin, finish, resolution)
 
@@ -286,12 +307,13 @@ def meter_registers(
     serial: str,
     session: SessionDep,
     container: ContainerDep,
+    access: ReadAccess,
     start: StartQuery,
     end: EndQuery,
     obis: Annotated[str | None, Query(description="only this register, e.g. 1-0:1.8.0")] = None,
 ) -> Any:
     """Cumulative register reads (Wh) taken in `[start, end)`."""
-    meter = _meter(session, container, serial)
+    meter = _meter(session, container, serial, access)
     begin, finish = _span(start, end, MAX_LIST_SPAN, "register reads")
     return _registers(session, meter, begin, finish, obis)
 
@@ -301,12 +323,13 @@ def meter_completeness(
     serial: str,
     session: SessionDep,
     container: ContainerDep,
+    access: ReadAccess,
     first: Annotated[date, Query(description="first site-local day, YYYY-MM-DD")],
     last: Annotated[date, Query(description="last site-local day (inclusive)")],
     obis: ObisQuery = ACTIVE_IMPORT_INTERVAL,
 ) -> Any:
     """Per site-local day: intervals expected, actual, estimated, edited and missing."""
-    meter = _meter(session, container, serial)
+    meter = _meter(session, container, serial, access)
     return _completeness(session, container, meter, first, last, _interval_obis(obis))
 
 
@@ -315,31 +338,53 @@ def meter_flags(
     serial: str,
     session: SessionDep,
     container: ContainerDep,
+    access: ReadAccess,
     start: StartQuery,
     end: EndQuery,
     include_cleared: bool = False,
 ) -> Any:
     """VEE flags (spike, gap, conflict ...) overlapping `[start, end)`."""
-    meter = _meter(session, container, serial)
+    meter = _meter(session, container, serial, access)
     begin, finish = _span(start, end, MAX_LIST_SPAN, "flags")
     return _flags(session, meter, begin, finish, include_cleared)
 
 
 @router.put("/meters/{serial}/readings/intervals/{interval_start}", response_model=IntervalEditOut)
 def edit_interval(
-    serial: str, interval_start: str, body: IntervalEdit, session: SessionDep, container: ContainerDep
+    serial: str,
+    interval_start: str,
+    body: IntervalEdit,
+    session: SessionDep,
+    container: ContainerDep,
+    access: Annotated[Access, require(Permission.READINGS_EDIT)],
 ) -> Any:
-    """Correct one interval by hand. The reason is mandatory; the previous version is kept in history."""
-    meter = _meter(session, container, serial)
+    """Correct one interval by hand. The reason is mandatory; the previous version is kept in history, and the
+    change (who, before, after, why) goes to the operation log."""
+    meter = _meter(session, container, serial, access)
     start = parse_instant(interval_start, "interval_start")
+    obis = _interval_obis(body.obis)
+    stored = session.get(IntervalReading, (meter.id, obis, start))
+    before = (
+        None
+        if stored is None
+        else {"energy_wh": stored.energy_wh, "quality": stored.quality, "version": stored.version}
+    )
     service = ReadingsService(container.clock, container.registry)
-    version = service.edit_interval(
-        session, meter.id, _interval_obis(body.obis), start, body.energy_wh, body.reason, body.editor
+    version = service.edit_interval(session, meter.id, obis, start, body.energy_wh, body.reason, access.actor)
+    access.record(
+        session,
+        action="readings.interval_edited",
+        object_type="interval",
+        object_id=f"{meter.serial} {obis} {start.isoformat()}",
+        before=before,
+        after={"energy_wh": body.energy_wh, "quality": "edited", "version": version},
+        reason=body.reason,
+        site_id=meter.site_id,
     )
     session.commit()
     return IntervalEditOut(
         serial=meter.serial,
-        obis=body.obis,
+        obis=obis,
         interval_start=start,
         energy_wh=body.energy_wh,
         quality="edited",
@@ -354,10 +399,10 @@ _ACCOUNT = "/sites/{site_code}/accounts/{account_number}/readings"
 
 @router.get(f"{_ACCOUNT}/instants", response_model=list[MeterInstantsOut])
 def account_instants(
-    site_code: str, account_number: str, session: SessionDep, container: ContainerDep
+    site_code: str, account_number: str, session: SessionDep, container: ContainerDep, access: ReadAccess
 ) -> Any:
     """The newest instantaneous values of every meter of the account."""
-    return _instants(session, _account_meters(session, container, site_code, account_number))
+    return _instants(session, _account_meters(session, container, site_code, account_number, access))
 
 
 @router.get(f"{_ACCOUNT}/intervals", response_model=list[SeriesOut])
@@ -366,13 +411,14 @@ def account_intervals(
     account_number: str,
     session: SessionDep,
     container: ContainerDep,
+    access: ReadAccess,
     start: StartQuery,
     end: EndQuery,
     resolution: Resolution = Resolution.HOUR,
     obis: ObisQuery = ACTIVE_IMPORT_INTERVAL,
 ) -> Any:
     """One series per meter of the account."""
-    meters = _account_meters(session, container, site_code, account_number)
+    meters = _account_meters(session, container, site_code, account_number, access)
     begin, finish = _span(start, end, MAX_SPAN[resolution], f"a {resolution.value} series")
     return [_series(session, container, m, _interval_obis(obis), begin, finish, resolution) for m in meters]
 
@@ -383,11 +429,12 @@ def account_registers(
     account_number: str,
     session: SessionDep,
     container: ContainerDep,
+    access: ReadAccess,
     start: StartQuery,
     end: EndQuery,
     obis: Annotated[str | None, Query(description="only this register, e.g. 1-0:1.8.0")] = None,
 ) -> Any:
-    meters = _account_meters(session, container, site_code, account_number)
+    meters = _account_meters(session, container, site_code, account_number, access)
     begin, finish = _span(start, end, MAX_LIST_SPAN, "register reads")
     return [_registers(session, m, begin, finish, obis) for m in meters]
 
@@ -398,11 +445,12 @@ def account_completeness(
     account_number: str,
     session: SessionDep,
     container: ContainerDep,
+    access: ReadAccess,
     first: Annotated[date, Query(description="first site-local day, YYYY-MM-DD")],
     last: Annotated[date, Query(description="last site-local day (inclusive)")],
     obis: ObisQuery = ACTIVE_IMPORT_INTERVAL,
 ) -> Any:
-    meters = _account_meters(session, container, site_code, account_number)
+    meters = _account_meters(session, container, site_code, account_number, access)
     return [_completeness(session, container, m, first, last, _interval_obis(obis)) for m in meters]
 
 
@@ -412,10 +460,11 @@ def account_flags(
     account_number: str,
     session: SessionDep,
     container: ContainerDep,
+    access: ReadAccess,
     start: StartQuery,
     end: EndQuery,
     include_cleared: bool = False,
 ) -> Any:
-    meters = _account_meters(session, container, site_code, account_number)
+    meters = _account_meters(session, container, site_code, account_number, access)
     begin, finish = _span(start, end, MAX_LIST_SPAN, "flags")
     return [_flags(session, m, begin, finish, include_cleared) for m in meters]

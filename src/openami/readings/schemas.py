@@ -107,10 +107,9 @@ class IntervalEdit(BaseModel):
 
     energy_wh: int = Field(ge=0, description="the corrected energy of the interval, Wh")
     reason: str = Field(max_length=500, description="why the value is changed (required, not blank)")
-    editor: str = Field(max_length=120, description="who makes the change")
     obis: str = Field(default=ACTIVE_IMPORT_INTERVAL, description="the load-profile quantity")
 
-    @field_validator("reason", "editor")
+    @field_validator("reason")
     @classmethod
     def _not_blank(cls, value: str) -> str:
         if not value.strip():

@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session
 from openami.common.clock import Clock, ensure_aware
 from openami.common.errors import ConflictError, NotFoundError, ValidationError
 from openami.registry.service import RegistryService
-from openami.security.models import SECOND_FACTOR_ROLES, ApiToken, AppUser, Role, UserRole
+from openami.security.models import SECOND_FACTOR_ROLES, ApiToken, AppUser, Role, UserCustomer, UserRole
 from openami.security.passwords import (
     DEFAULT_COST,
     Argon2Cost,
@@ -164,6 +165,34 @@ class TokenResult:
         return "accepted" if self.refusal is None else _TOKEN_MESSAGES[self.refusal]
 
 
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    id: int
+    user_id: int
+    name: str
+    prefix: str
+    roles: tuple[str, ...]
+    site_ids: tuple[int, ...]
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+
+
+def _token_info(row: ApiToken) -> TokenInfo:
+    scopes = json.loads(row.scopes)
+    return TokenInfo(
+        id=row.id,
+        user_id=row.user_id,
+        name=row.name,
+        prefix=row.prefix,
+        roles=tuple(scopes["roles"]),
+        site_ids=tuple(scopes["site_ids"]),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+    )
+
+
 class IssuedToken(NamedTuple):
     token_id: int
     secret: str  # shown once: only its SHA-256 is stored
@@ -178,7 +207,7 @@ def token_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _user_info(user: AppUser) -> UserInfo:
+def user_info(user: AppUser) -> UserInfo:
     return UserInfo(
         id=user.id,
         username=user.username,
@@ -237,10 +266,10 @@ class IdentityService:
             session.flush()
         except IntegrityError as exc:
             raise ConflictError(f"username {name!r} was taken at the same time; retry ({exc.orig})") from exc
-        return _user_info(user)
+        return user_info(user)
 
     def get_user(self, session: Session, user_id: int) -> UserInfo:
-        return _user_info(self._user(session, user_id))
+        return user_info(self._user(session, user_id))
 
     def set_password(self, session: Session, user_id: int, password: str) -> None:
         """Replace the password (after the policy) and lift any lock: for a change or an administrator's reset."""
@@ -287,6 +316,43 @@ class IdentityService:
     def grants(self, session: Session, user_id: int) -> frozenset[RoleGrant]:
         rows = session.execute(select(UserRole.role, UserRole.site_id).where(UserRole.user_id == user_id))
         return frozenset(RoleGrant(Role(r.role), r.site_id) for r in rows)
+
+    def users_of_sites(self, session: Session, site_ids: Iterable[int]) -> list[UserInfo]:
+        """The people holding any role on any of `site_ids`, by id."""
+        holders = select(UserRole.user_id).where(UserRole.site_id.in_(list(site_ids)))
+        rows = session.scalars(select(AppUser).where(AppUser.id.in_(holders)).order_by(AppUser.id))
+        return [user_info(user) for user in rows]
+
+    def link_customer(self, session: Session, user_id: int, customer_id: int) -> None:
+        """Let the user see the accounts of registry customer `customer_id` (with the customer role there)."""
+        self._user(session, user_id)
+        self._registry.get_customer(session, customer_id)
+        if session.get(UserCustomer, (user_id, customer_id)) is None:
+            session.add(UserCustomer(user_id=user_id, customer_id=customer_id))
+            session.flush()
+
+    def linked_customers(self, session: Session, user_id: int) -> list[int]:
+        rows = session.scalars(
+            select(UserCustomer.customer_id)
+            .where(UserCustomer.user_id == user_id)
+            .order_by(UserCustomer.customer_id)
+        )
+        return list(rows)
+
+    def principal(self, session: Session, user_id: int) -> Principal:
+        """The user as a principal with their grants of now (for a browser session)."""
+        user = self._user(session, user_id)
+        return Principal(user.id, user.username, self.grants(session, user.id))
+
+    def check_password(self, session: Session, user_id: int, password: str, now: datetime) -> bool:
+        """Whether `password` is the user's, for a change of password; a wrong one counts as a failed login."""
+        user = self._user(session, user_id)
+        if user.locked_until is not None and ensure_aware(now, "now") < user.locked_until:
+            return False
+        if verify_password(user.password_hash, password, self._cost).matches:
+            return True
+        self._failed(session, user, AuthRefusal.INVALID_CREDENTIALS, ensure_aware(now, "now"))
+        return False
 
     # -- login -----------------------------------------------------------------------------------------------
 
@@ -425,6 +491,19 @@ class IdentityService:
         # Narrowed by the user's grants of today: taking a role away from a person takes it from their tokens too.
         grants = frozenset(g for g in self.grants(session, user.id) if g.role in roles and g.site_id in sites)
         return TokenResult(Principal(user.id, user.username, grants, token_id=row.id))
+
+    def tokens(self, session: Session, user_id: int) -> list[TokenInfo]:
+        """The user's API tokens, newest first, without their secrets (never stored anyway)."""
+        rows = session.scalars(
+            select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id.desc())
+        )
+        return [_token_info(row) for row in rows]
+
+    def token(self, session: Session, token_id: int) -> TokenInfo:
+        row = session.get(ApiToken, token_id)
+        if row is None:
+            raise NotFoundError(f"no API token with id {token_id}")
+        return _token_info(row)
 
     def revoke_token(self, session: Session, token_id: int) -> None:
         """Revoke the token now; revoking it again keeps the first revocation time."""

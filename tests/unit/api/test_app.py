@@ -8,10 +8,20 @@ from sqlalchemy import Engine
 from openami.api.app import create_app
 from openami.bootstrap import bootstrap
 from openami.config import Settings
+from openami.security.models import Role
+from tests.auth_helpers import make_person, token_client
 
 
 def _client(engine: Engine) -> TestClient:
-    return TestClient(create_app(bootstrap(Settings(database_url="sqlite://"), engine=engine)))
+    """An admin of site "S1" (code S1), with an API token."""
+    container = bootstrap(Settings(database_url="sqlite://"), engine=engine)
+    app = create_app(container)
+    with container.session_factory() as session, session.begin():
+        site = container.registry.create_site(
+            session, code="S1", name="one", timezone="UTC", currency="EUR", holiday_country="DE"
+        )
+    admin = make_person(container, "admin1", [(Role.ADMIN, site.id)])
+    return token_client(app, container, admin, [Role.ADMIN], [site.id])
 
 
 def test_health_and_openapi_list_registry_and_readings_routes(sqlite_engine: Engine) -> None:
@@ -42,7 +52,18 @@ def test_rejections_are_counted_by_reason_and_naive_since_is_refused(sqlite_engi
             ("replayed", datetime(2026, 3, 2, tzinfo=UTC)),
             ("bad_signature", datetime(2026, 3, 2, tzinfo=UTC)),
         ]:
-            session.add(FrameRejection(received_at=at, serial="S1", topic="t", reason=reason, detail="d"))
+            topic = "openami/v1/S1/up/M1/data"
+            session.add(FrameRejection(received_at=at, serial="M1", topic=topic, reason=reason, detail="d"))
+        # Another site's rejection is none of this caller's business.
+        session.add(
+            FrameRejection(
+                received_at=datetime(2026, 3, 2, tzinfo=UTC),
+                serial="X1",
+                topic="openami/v1/S2/up/X1/data",
+                reason="replayed",
+                detail="d",
+            )
+        )
     client = _client(sqlite_engine)
     body = client.get("/api/v1/headend/rejections").json()
     assert body["by_reason"] == {"bad_signature": 1, "replayed": 2}

@@ -18,6 +18,9 @@ from openami.config import Settings
 from openami.readings.api import router
 from openami.readings.interfaces import InstantValue
 from openami.readings.service import ReadingsService
+from openami.registry.interfaces import MeterInfo
+from openami.security.models import Role
+from tests.auth_helpers import make_person, token_client
 from tests.unit.readings.test_service_support import batch, intervals, make_meter, make_site, register
 
 DAY_START = datetime(2026, 3, 1, 21, 0, tzinfo=UTC)  # local midnight of 2 March in Nairobi (UTC+3)
@@ -25,17 +28,22 @@ NOW = datetime(2026, 3, 3, 6, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def client(sqlite_engine: Engine, sqlite_url: str, clock: ManualClock) -> Iterator[TestClient]:
-    clock.set(NOW)
+def client(
+    sqlite_engine: Engine, sqlite_url: str, clock: ManualClock, meter: MeterInfo
+) -> Iterator[TestClient]:
+    """An operator of the meters' site, with an API token."""
     app = FastAPI()
     app.include_router(router)
-    app.state.container = bootstrap(Settings(database_url=sqlite_url), clock=clock, engine=sqlite_engine)
-    with TestClient(app) as test_client:
+    container = bootstrap(Settings(database_url=sqlite_url), clock=clock, engine=sqlite_engine)
+    app.state.container = container
+    operator = make_person(container, "operator1", [(Role.OPERATOR, meter.site_id)])
+    with token_client(app, container, operator, [Role.OPERATOR], [meter.site_id]) as test_client:
         yield test_client
 
 
 @pytest.fixture
-def meter(session_factory: sessionmaker[Session], clock: ManualClock):
+def meter(session_factory: sessionmaker[Session], clock: ManualClock) -> MeterInfo:
+    clock.set(NOW)
     with session_factory() as session:
         site = make_site(session)
         info = make_meter(session, site, serial="A1", installed_at=DAY_START, account_number="ACC-1")
@@ -156,17 +164,15 @@ def test_account_endpoints_list_the_account_meters(client, meter) -> None:
 
 def test_operator_edit_needs_a_reason(client, meter) -> None:
     url = "/api/v1/meters/A1/readings/intervals/2026-03-02T07:00:00+00:00"
-    blank = client.put(url, json={"energy_wh": 90, "reason": "  ", "editor": "ops"})
+    blank = client.put(url, json={"energy_wh": 90, "reason": "  "})
     assert blank.status_code == 422
     assert "reason" in blank.text
-    naive = client.put(url.replace("+00:00", ""), json={"energy_wh": 90, "reason": "x", "editor": "ops"})
+    naive = client.put(url.replace("+00:00", ""), json={"energy_wh": 90, "reason": "x"})
     assert naive.status_code == 422
-    done = client.put(
-        url, json={"energy_wh": 90, "reason": "meter swapped, value from the old meter", "editor": "ops"}
-    )
+    done = client.put(url, json={"energy_wh": 90, "reason": "meter swapped, value from the old meter"})
     assert done.status_code == 200, done.text
     assert (done.json()["version"], done.json()["quality"]) == (1, "edited")  # it was the missing interval
-    again = client.put(url, json={"energy_wh": 95, "reason": "corrected reading", "editor": "ops"})
+    again = client.put(url, json={"energy_wh": 95, "reason": "corrected reading"})
     assert again.json()["version"] == 2
     day = client.get("/api/v1/meters/A1/readings/intervals", params=_params(resolution="day")).json()[
         "points"

@@ -6,14 +6,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
+from openami.api.app import create_app
 from openami.bootstrap import bootstrap
 from openami.common.clock import ManualClock
 from openami.config import Settings
-from openami.registry.api import router
+from openami.security.models import Role
+from tests.auth_helpers import make_person, sign_in
 
 from .helpers import KEY_HEX
 
@@ -28,10 +29,13 @@ SITE = {
 
 @pytest.fixture
 def client(sqlite_engine: Engine, sqlite_url: str, clock: ManualClock) -> Iterator[TestClient]:
-    app = FastAPI()
-    app.state.container = bootstrap(Settings(database_url=sqlite_url), clock=clock, engine=sqlite_engine)
-    app.include_router(router)
-    with TestClient(app) as test_client:
+    """Signed in (a browser session) as the admin of a head-office site, "HQ", which the admin then extends."""
+    container = bootstrap(Settings(database_url=sqlite_url), clock=clock, engine=sqlite_engine)
+    app = create_app(container)
+    with container.session_factory() as session, session.begin():
+        hq = container.registry.create_site(session, **(SITE | {"code": "HQ", "name": "Head office"}))
+    admin = make_person(container, "admin1", [(Role.ADMIN, hq.id)])
+    with sign_in(app, container, admin) as test_client:
         yield test_client
 
 
@@ -164,7 +168,8 @@ def test_lists_filter_by_site_and_page(client: TestClient) -> None:
     assert [c["site_id"] for c in only_second] == [second["id"]]
     page = client.get("/api/v1/customers", params={"limit": 2, "offset": 1}).json()
     assert [c["reference"] for c in page] == ["C-1", "C-2"]
-    assert [s["code"] for s in client.get("/api/v1/sites", params={"limit": 1}).json()] == ["KSM"]
+    sites = client.get("/api/v1/sites", params={"limit": 1, "offset": 1}).json()
+    assert [s["code"] for s in sites] == ["KSM"]
     assert client.get("/api/v1/customers", params={"limit": 0}).status_code == 422
     assert client.get("/api/v1/customers", params={"offset": -1}).status_code == 422
 

@@ -1,0 +1,94 @@
+"""What each role may do: permissions, the roles that grant them, and the sites (or own data) they reach.
+
+Every API route declares one permission (`openami.api.auth.require`). A person holds roles per site
+(`user_role`); a role grants its permissions on that site only. The customer role is narrower still: it reaches only
+the accounts of the registry customers linked to the person (`user_customer`), never the rest of its site.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from openami.security.models import Role
+
+
+class Permission(enum.StrEnum):
+    SITES_CREATE = "sites:create"  # open a new site (its creator becomes its admin)
+    REGISTRY_READ = "registry:read"  # sites, customers, accounts, service points, transformers, meters
+    REGISTRY_WRITE = "registry:write"
+    METER_KEYS_WRITE = "meter-keys:write"  # provision or rotate a meter's frame-authentication key
+    READINGS_READ = "readings:read"
+    READINGS_EDIT = "readings:edit"  # correct an interval by hand, with a reason
+    HEADEND_READ = "headend:read"  # rejected frames and link state
+    AUDIT_READ = "audit:read"
+    USERS_READ = "users:read"
+    USERS_MANAGE = "users:manage"  # create people, grant and revoke roles, reset passwords
+    SELF = "self"  # any signed-in person, about themselves: who am I, password, own API tokens
+
+
+_READ_ALL = frozenset(
+    {
+        Permission.REGISTRY_READ,
+        Permission.READINGS_READ,
+        Permission.HEADEND_READ,
+        Permission.USERS_READ,
+        Permission.SELF,
+    }
+)
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.ADMIN: frozenset(Permission),
+    Role.OPERATOR: frozenset(
+        {
+            Permission.REGISTRY_READ,
+            Permission.REGISTRY_WRITE,
+            Permission.METER_KEYS_WRITE,
+            Permission.READINGS_READ,
+            Permission.READINGS_EDIT,
+            Permission.HEADEND_READ,
+            Permission.SELF,
+        }
+    ),
+    Role.BILLING: frozenset({Permission.REGISTRY_READ, Permission.READINGS_READ, Permission.SELF}),
+    Role.FIELD_TECHNICIAN: frozenset(
+        {Permission.REGISTRY_READ, Permission.READINGS_READ, Permission.HEADEND_READ, Permission.SELF}
+    ),
+    Role.AUDITOR: _READ_ALL | {Permission.AUDIT_READ},
+    Role.CUSTOMER: frozenset({Permission.READINGS_READ, Permission.SELF}),
+}
+
+# Roles whose reach is the whole site; a customer's is only their own accounts.
+SITE_WIDE_ROLES = frozenset(Role) - {Role.CUSTOMER}
+
+
+def roles_granting(permission: Permission) -> frozenset[Role]:
+    return frozenset(role for role, granted in ROLE_PERMISSIONS.items() if permission in granted)
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """Where one permission reaches for one person: whole sites, and sites where only their own accounts count."""
+
+    site_ids: frozenset[int]  # sites where a site-wide role grants the permission
+    own_site_ids: frozenset[int]  # sites where only the customer role grants it
+
+    @property
+    def any(self) -> bool:
+        return bool(self.site_ids or self.own_site_ids)
+
+    def whole_site(self, site_id: int) -> bool:
+        return site_id in self.site_ids
+
+
+def reach(grants: frozenset[tuple[Role, int]], permission: Permission) -> Reach:
+    """The reach of `permission` for someone holding `grants` ((role, site_id) pairs)."""
+    site_wide = frozenset(
+        site for role, site in grants if role in SITE_WIDE_ROLES and permission in ROLE_PERMISSIONS[role]
+    )
+    own = frozenset(
+        site
+        for role, site in grants
+        if role is Role.CUSTOMER and permission in ROLE_PERMISSIONS[role] and site not in site_wide
+    )
+    return Reach(site_wide, own)

@@ -1,0 +1,137 @@
+"""Two tenants for authorisation tests: sites A and B, each with a customer (A1, B1), account, transformer, service point and
+meter with a day of readings; site A has a second customer (A2) on its own account and meter.
+
+Every name a tenant's objects carry is unique to it ("...-A-...", "...-B-..."), so a response can be searched for
+another tenant's data by text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from openami.bootstrap import Container
+from openami.common.obis import ACTIVE_IMPORT_INTERVAL
+from openami.readings.interfaces import IntervalValue, MeterBatch, Source
+
+T0 = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
+
+
+@dataclass
+class Tenant:
+    tag: str
+    site_id: int
+    site_code: str
+    customer_id: int
+    account_id: int
+    account_number: str
+    transformer_id: int
+    service_point_id: int
+    serial: str
+    markers: list[str] = field(default_factory=list)  # text that only this tenant's data contains
+
+    def values(self, **extra: object) -> dict[str, object]:
+        """Path parameter values naming this tenant's objects."""
+        return {
+            "site_id": self.site_id,
+            "site_code": self.site_code,
+            "customer_id": self.customer_id,
+            "account_id": self.account_id,
+            "account_number": self.account_number,
+            "transformer_id": self.transformer_id,
+            "service_point_id": self.service_point_id,
+            "serial": self.serial,
+            "interval_start": "2026-03-01T06:00:00Z",
+            **extra,
+        }
+
+
+def _tenant(container: Container, session: Session, site_id: int, site_code: str, tag: str) -> Tenant:
+    registry = container.registry
+    customer = registry.create_customer(
+        session, site_id=site_id, reference=f"CUST-{tag}", name=f"Customer {tag} Secretname"
+    )
+    account = registry.create_account(
+        session, site_id=site_id, customer_id=customer.id, number=f"ACC-{tag}", kind="prepaid"
+    )
+    transformer = registry.create_transformer(session, site_id=site_id, code=f"TX-{tag}", rating_kva=100)
+    point = registry.create_service_point(
+        session,
+        site_id=site_id,
+        code=f"SP-{tag}",
+        rated_current_a=60,
+        account_id=account.id,
+        transformer_id=transformer.id,
+        address=f"Plot {tag} Lakeside",
+    )
+    meter = registry.create_meter(
+        session,
+        site_id=site_id,
+        serial=f"MTR-{tag}-0001",
+        model="OA-1P",
+        rated_current_a=60,
+        auth_key=bytes(range(32)),
+        service_point_id=point.id,
+        installed_at=T0 - timedelta(days=30),
+    )
+    readings = [
+        IntervalValue(ACTIVE_IMPORT_INTERVAL, T0 + timedelta(minutes=15 * k), 900, 77 + k) for k in range(96)
+    ]
+    container.readings.ingest(
+        session,
+        [MeterBatch(meter.id, T0 + timedelta(days=1), Source.PUSH, intervals=readings)],
+    )
+    return Tenant(
+        tag=tag,
+        site_id=site_id,
+        site_code=site_code,
+        customer_id=customer.id,
+        account_id=account.id,
+        account_number=f"ACC-{tag}",
+        transformer_id=transformer.id,
+        service_point_id=point.id,
+        serial=f"MTR-{tag}-0001",
+        markers=[
+            f"MTR-{tag}-0001",
+            f"CUST-{tag}",
+            f"Customer {tag} Secretname",
+            f"ACC-{tag}",
+            f"TX-{tag}",
+            f"SP-{tag}",
+        ],
+    )
+
+
+@dataclass
+class World:
+    a: Tenant
+    a2: Tenant  # a second customer on site A
+    b: Tenant
+
+
+def build_world(container: Container) -> World:
+    registry = container.registry
+    with container.session_factory() as session, session.begin():
+        site_a = registry.create_site(
+            session,
+            code="SITEA",
+            name="Site A",
+            timezone="Africa/Nairobi",
+            currency="KES",
+            holiday_country="KE",
+        )
+        site_b = registry.create_site(
+            session,
+            code="SITEB",
+            name="Site B Hiddenname",
+            timezone="Africa/Lagos",
+            currency="NGN",
+            holiday_country="NG",
+        )
+        a = _tenant(container, session, site_a.id, "SITEA", "A1")
+        a2 = _tenant(container, session, site_a.id, "SITEA", "A2")
+        b = _tenant(container, session, site_b.id, "SITEB", "B1")
+    b.markers += ["SITEB", "Site B Hiddenname"]
+    return World(a, a2, b)
