@@ -7,6 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fastapi.testclient import TestClient
+
+from openami.api.app import create_app
+from openami.bootstrap import bootstrap
+from openami.config import Settings
+
 
 def test_demo_runs_end_to_end_and_notices_every_injected_fault(tmp_path: Path) -> None:
     db = tmp_path / "demo.db"
@@ -41,6 +47,28 @@ def test_demo_runs_end_to_end_and_notices_every_injected_fault(tmp_path: Path) -
     assert summary["gaps_still_open"] <= injected["outages"]
     assert summary["completeness_percent"] > 99.0
     assert (tmp_path / "var" / "demo.log").exists()
+    # No default password: the demo's people have generated ones, printed this once, and no two alike.
+    people = {p["username"]: p for p in summary["people"]}
+    assert set(people) == {"admin", "operator", "auditor", "customer"}
+    assert len({p["password"] for p in people.values()}) == 4
+    assert all(len(p["password"]) >= 16 for p in people.values())
+    assert "totp_secret" in people["admin"]
+    assert "totp_secret" not in people["customer"]
+    # The customer can sign in and sees their own household, and nothing else of the site.
+    container = bootstrap(Settings(database_url=f"sqlite:///{db}"))
+    client = TestClient(create_app(container), base_url="https://testserver")
+    login = {"username": "customer", "password": people["customer"]["password"], "totp_code": None}
+    assert client.post("/api/v1/auth/login", json=login).status_code == 200
+    assert client.get("/api/v1/meters").status_code == 403
+    with container.session_factory() as session:
+        meters = container.registry.meter_infos(session)
+    seen = [
+        m.serial
+        for m in meters
+        if client.get(f"/api/v1/meters/{m.serial}/readings/instants").status_code == 200
+    ]
+    assert len(seen) == 1
+    container.close()
 
 
 def test_demo_refuses_nonsense_sizes(tmp_path: Path) -> None:

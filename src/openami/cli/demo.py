@@ -25,12 +25,16 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from openami.bootstrap import Container, bootstrap, tune_gc_for_ingestion
+from openami.cli.users import generated_password
 from openami.common.clock import ManualClock, SystemClock
 from openami.config import Settings
 from openami.headend.collection import CollectionRound
 from openami.headend.inprocess import InProcessTransport
 from openami.readings.models import DailyCompleteness, GapStatus, ReadingGap
 from openami.registry.models import AccountKind, MeterRole
+from openami.security.audit import AuditLog
+from openami.security.identity import IdentityService, needs_second_factor
+from openami.security.models import Role
 from openami.simulator import FaultPlan, Fleet
 from openami.storage import migrate
 
@@ -70,6 +74,8 @@ class DemoSummary:
     gaps_still_open: int = 0
     completeness_percent: float = 0.0
     faults_injected: dict[str, int] = field(default_factory=dict)
+    # The demo's people, with generated passwords (and second-factor secrets) shown once.
+    people: list[dict[str, str]] = field(default_factory=list)
 
 
 def run_demo(
@@ -92,7 +98,59 @@ def run_demo(
         summary = _simulate(
             url, meters=meters, days=days, seed=seed, console=console, show_progress=show_progress, now=now
         )
-    return summary, bootstrap(Settings(database_url=url))
+    container = bootstrap(Settings(database_url=url))
+    summary.people = _demo_people(container)
+    return summary, container
+
+
+# Who the demo lets sign in: (username, role, whether linked to the site's first customer).
+DEMO_PEOPLE = (
+    ("admin", Role.ADMIN, False),
+    ("operator", Role.OPERATOR, False),
+    ("auditor", Role.AUDITOR, False),
+    ("customer", Role.CUSTOMER, True),
+)
+
+
+def _demo_people(container: Container) -> list[dict[str, str]]:
+    """One person per role of interest on the demo site, with a generated password (no default password exists);
+    the customer sees the site's first household. Recorded in the operation log."""
+    identity = IdentityService(container.clock)
+    people = []
+    with container.session_factory() as session, session.begin():
+        site = container.registry.site_by_code(session, SITE_CODE)
+        [first_customer] = container.registry.list_customers(session, site_id=site.id, limit=1)
+        for username, role, linked in DEMO_PEOPLE:
+            password = generated_password()
+            user = identity.create_user(session, username, f"Demo {role.value}", password)
+            identity.grant_role(session, user.id, role, site.id)
+            if linked:
+                identity.link_customer(session, user.id, first_customer.id)
+            person = {"username": username, "role": role.value, "password": password}
+            if needs_second_factor({role}):
+                person["totp_secret"] = identity.enroll_totp(session, user.id).secret
+            AuditLog(container.clock).append(
+                session,
+                actor="demo",
+                role="system",
+                action="users.created",
+                object_type="user",
+                object_id=str(user.id),
+                after={"username": username, "role": role.value, "site_id": site.id},
+                site_id=site.id,
+            )
+            people.append(person)
+    return people
+
+
+def print_people(summary: DemoSummary, console: Console) -> None:
+    """The demo's sign-ins, shown this once."""
+    table = Table(title="Sign in (POST /api/v1/auth/login): generated passwords, shown once")
+    for column in ("username", "role", "password", "second factor (TOTP secret)"):
+        table.add_column(column)
+    for person in summary.people:
+        table.add_row(person["username"], person["role"], person["password"], person.get("totp_secret", "-"))
+    console.print(table)
 
 
 def _simulate(

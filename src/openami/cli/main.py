@@ -12,6 +12,7 @@ from rich.console import Console
 from openami.bootstrap import Container
 from openami.cli.audit import app as audit_app
 from openami.cli.registry import app as registry_app
+from openami.cli.users import app as users_app
 from openami.common.errors import ConfigurationError
 from openami.config import Settings
 
@@ -26,6 +27,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
+app.add_typer(users_app, name="users")
 app.add_typer(
     audit_app, name="audit", help="The operation log: verify its hash chain, sign and export checkpoints."
 )
@@ -87,7 +89,7 @@ def demo(
 ) -> None:
     """Simulate a site with faults on the embedded default, print what the platform saw, then serve the API."""
     from openami.cli.demo import LOG_FILE as LOG_HINT
-    from openami.cli.demo import print_summary, run_demo, summary_json
+    from openami.cli.demo import print_people, print_summary, run_demo, summary_json
 
     try:
         summary, container = run_demo(
@@ -104,7 +106,9 @@ def demo(
     if json_output:
         typer.echo(summary_json(summary))
     else:
-        print_summary(summary, Console(width=max(100, Console().width)))
+        wide = Console(width=max(100, Console().width))
+        print_summary(summary, wide)
+        print_people(summary, wide)
         console.print(f"log of every rejection and command: {LOG_HINT}")
     if serve:
         _serve(container)
@@ -116,14 +120,33 @@ def serve(database_url: DatabaseUrl = None) -> None:
     """Serve the API (and its OpenAPI description at /docs)."""
     from openami.bootstrap import bootstrap
 
-    _serve(bootstrap(_settings(database_url)))
+    try:
+        container = bootstrap(_settings(database_url))
+    except ConfigurationError as exc:
+        raise _fail(str(exc), 2) from exc
+    _serve(container)
 
 
 def _serve(container: Container) -> None:
     import uvicorn
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import SQLAlchemyError
 
     from openami.api.app import create_app
+    from openami.security.models import AppUser
 
+    try:
+        with container.session_factory() as session:
+            people = session.scalar(select(func.count()).select_from(AppUser)) or 0
+    except SQLAlchemyError as exc:
+        first = str(exc).splitlines()[0]
+        raise _fail(f"cannot use the database: {first} (run `openami db upgrade` first?)") from exc
+    if not people:
+        # openami ships no default password: nobody can sign in until an admin is made.
+        console.print(
+            "[yellow]nobody can sign in yet: make the first admin with "
+            "`openami users create-admin --site CODE --username NAME`[/yellow]"
+        )
     settings = container.settings
     console.print(f"serving the API on http://{settings.api_host}:{settings.api_port}/docs (Ctrl-C to stop)")
     uvicorn.run(create_app(container), host=settings.api_host, port=settings.api_port, log_level="warning")

@@ -30,6 +30,7 @@ from openami.readings import estimation, flag_store, queries, rules, versions
 from openami.readings.interfaces import Quality
 from openami.readings.models import GapStatus, ReadingGap
 from openami.registry.interfaces import MeterInfo
+from openami.security.audit import AuditLog
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +65,9 @@ class GapWorkflow:
         reread_backoff: timedelta = timedelta(hours=1),
         max_reread_attempts: int = 3,
         history_days: int = 28,
+        audit_log: AuditLog | None = None,
     ) -> None:
+        self._audit_log = audit_log  # where estimates are recorded as the system's changes
         self._meter_info = meter_info
         self._meter_infos = meter_infos
         self.gap_obis = tuple(gap_obis)
@@ -313,7 +316,27 @@ class GapWorkflow:
                 ]
             if not rows:
                 continue
-            estimated += versions.insert_estimates(session, rows, now)
+            count = versions.insert_estimates(session, rows, now)
+            estimated += count
+            if self._audit_log is not None:
+                self._audit_log.append(
+                    session,
+                    actor="system:collection",
+                    role="system",
+                    action="readings.gap_estimated",
+                    object_type="gap",
+                    object_id=str(gap_id),
+                    after={
+                        "meter": info.serial,
+                        "obis": obis,
+                        "start": start.isoformat(),
+                        "end": end.isoformat(),
+                        "intervals_estimated": count,
+                        "how": "; ".join(reasons)[:500],
+                    },
+                    reason="the re-read went unanswered",
+                    site_id=info.site_id,
+                )
             session.execute(
                 update(ReadingGap)
                 .where(ReadingGap.id == gap_id)

@@ -37,6 +37,7 @@ from openami.readings.models import DailyCompleteness, SupersededWhy
 from openami.readings.screening import INTERVAL_OBIS, Accepted, screen_batch
 from openami.registry.interfaces import MeterInfo
 from openami.registry.service import RegistryService
+from openami.security.audit import AuditLog
 
 __all__ = ["ReadingsService", "RereadRequest"]
 
@@ -71,6 +72,7 @@ class ReadingsService:
             reread_backoff=reread_backoff,
             max_reread_attempts=max_reread_attempts,
             history_days=history_days,
+            audit_log=AuditLog(clock),
         )
         self._meters: dict[int, MeterInfo] = {}
         self._skip_direct_copy = 0

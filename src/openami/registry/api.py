@@ -8,6 +8,7 @@ bodies match the app-wide handlers in `openami.api.app`. Meter responses never c
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
@@ -26,6 +27,7 @@ from openami.registry.schemas import (
     CustomerCreate,
     CustomerOut,
     MeterCreate,
+    MeterKeyIn,
     MeterOut,
     ServicePointCreate,
     ServicePointOut,
@@ -304,3 +306,33 @@ def get_meter(serial: str, session: SessionDep, registry: RegistryDep, access: R
     if not access.reach.whole_site(meter.site_id):
         raise NotFoundError(f"no meter with serial {serial!r}")
     return meter
+
+
+@router.post("/meters/{serial}/key", response_model=MeterOut)
+def rotate_meter_key(
+    serial: str,
+    body: MeterKeyIn,
+    session: SessionDep,
+    registry: RegistryDep,
+    access: Annotated[Access, require(Permission.METER_KEYS_WRITE)],
+) -> Any:
+    """Provision a meter's new key; the current one stays accepted for `grace_hours`, then is refused. The key is
+    stored sealed and appears in no response and no log."""
+    meter = registry.meter_by_serial(session, serial)
+    if not access.reach.whole_site(meter.site_id):
+        raise NotFoundError(f"no meter with serial {serial!r}")
+    rotated = registry.rotate_meter_key(
+        session, serial, body.auth_key.get_secret_value(), timedelta(hours=body.grace_hours)
+    )
+    until = rotated.previous_key_until
+    access.record(
+        session,
+        action="meter_key.rotate",
+        object_type="meter",
+        object_id=serial,
+        after={"previous_key_until": until.isoformat() if until else None, "key": "provided"},
+        reason=body.reason,
+        site_id=meter.site_id,
+    )
+    session.commit()
+    return rotated

@@ -148,3 +148,18 @@ class MeterOut(_Response):
     account_id: int | None
     transformer_id: int | None
     installed_at: datetime | None
+    previous_key_until: datetime | None = Field(
+        None, description="until when the meter's previous key is still accepted after a rotation (UTC)"
+    )
+
+
+class MeterKeyIn(_Request):
+    """A new frame-authentication key for a meter (from its maker, or loaded into it in the field)."""
+
+    auth_key: SecretStr = Field(
+        description="64 hexadecimal digits (32 bytes). Stored sealed; never shown again."
+    )
+    grace_hours: int = Field(
+        72, ge=0, le=2160, description="hours the current key stays accepted (frames in flight, field work)"
+    )
+    reason: str = Field(min_length=1, max_length=500, description="why the key changes (kept in the log)")

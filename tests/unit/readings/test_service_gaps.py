@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 
 import pytest
@@ -20,6 +21,7 @@ from openami.readings.models import (
     ReadingGap,
 )
 from openami.readings.service import ReadingsService
+from openami.security.audit import AuditEntry
 from tests.unit.readings.test_service_support import T0, Q, batch, intervals, make_meter, make_site, register
 
 DAY = timedelta(days=1)
@@ -158,6 +160,15 @@ def test_an_unanswered_reread_is_estimated_then_replaced_by_the_actual_values(
     (gap,) = _gaps(session)
     assert gap.status == "estimated"
     assert "register delta" in (gap.estimate_reason or "")
+    # The system's change is in the operation log, with the meter's site.
+    (entry,) = session.scalars(select(AuditEntry).where(AuditEntry.action == "readings.gap_estimated")).all()
+    assert (entry.actor, entry.role, entry.object_id, entry.site_id) == (
+        "system:collection",
+        "system",
+        str(gap_id),
+        meter.site_id,
+    )
+    assert json.loads(entry.after or "{}")["intervals_estimated"] == 4
     assert service.estimate_overdue(session, now + timedelta(hours=8)) == 0  # done once
 
     late = batch(meter, intervals(HOLE[0], [150, 250, 200, 200]), received_at=now + timedelta(hours=9))
