@@ -117,7 +117,7 @@ def login(
     address = client_address(request)
     now = container.clock.now()
     result = identity.authenticate(
-        session, body.username, body.password.get_secret_value(), body.totp_code, now
+        session, body.username, body.password.get_secret_value(), body.totp_code, now, address
     )
     attempted = body.username.strip().lower()[:150] or "(empty)"
     if result.principal is None or result.refusal is not None:
@@ -218,7 +218,11 @@ def change_password(
     identity = _identity(container)
     user_id = access.principal.user_id
     if not identity.check_password(
-        session, user_id, body.current_password.get_secret_value(), container.clock.now()
+        session,
+        user_id,
+        body.current_password.get_secret_value(),
+        container.clock.now(),
+        access.caller.address,
     ):
         session.commit()  # a wrong current password counts as a failed login
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="the current password is wrong")

@@ -17,14 +17,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from openami.common.clock import Clock, ensure_aware
 from openami.common.errors import ConflictError, NotFoundError, ValidationError
 from openami.registry.service import RegistryService
-from openami.security.models import SECOND_FACTOR_ROLES, ApiToken, AppUser, Role, UserCustomer, UserRole
+from openami.security.models import (
+    SECOND_FACTOR_ROLES,
+    ApiToken,
+    AppUser,
+    LoginFailure,
+    Role,
+    UserCustomer,
+    UserRole,
+)
 from openami.security.passwords import (
     DEFAULT_COST,
     Argon2Cost,
@@ -35,6 +44,9 @@ from openami.security.passwords import (
 from openami.security.totp import TotpRefusal, new_totp_secret, provisioning_uri, verify_totp
 
 LOCKOUT_AFTER_FAILURES = 5
+# One address failing this often (at any names) within the window is refused for the rest of it: password spraying.
+ADDRESS_MAX_FAILURES = 50
+ADDRESS_WINDOW = timedelta(minutes=15)
 LOCKOUT_FIRST = timedelta(minutes=1)
 LOCKOUT_MAX = timedelta(minutes=15)
 TOKEN_MAX_TTL = timedelta(days=366)
@@ -222,6 +234,10 @@ def _normalise_username(username: str) -> str:
     return username.strip().lower()
 
 
+def _address_key(address: str | None) -> str:
+    return (address or "")[:64]
+
+
 class IdentityService:
     """Users, logins, roles and API tokens. Reads time only from `clock`; hashes passwords at `cost`."""
 
@@ -257,7 +273,6 @@ class IdentityService:
             username=name,
             display_name=display_name,
             password_hash=hash_password(password, self._cost),
-            failed_logins=0,
             created_at=ensure_aware(self._clock.now(), "clock"),
             disabled=False,
         )
@@ -276,8 +291,7 @@ class IdentityService:
         user = self._user(session, user_id)
         check_password_policy(password, user.username)
         user.password_hash = hash_password(password, self._cost)
-        user.failed_logins = 0
-        user.locked_until = None
+        session.execute(delete(LoginFailure).where(LoginFailure.username == user.username))
         session.flush()
 
     def set_disabled(self, session: Session, user_id: int, disabled: bool) -> None:
@@ -344,15 +358,48 @@ class IdentityService:
         user = self._user(session, user_id)
         return Principal(user.id, user.username, self.grants(session, user.id))
 
-    def check_password(self, session: Session, user_id: int, password: str, now: datetime) -> bool:
+    def check_password(
+        self, session: Session, user_id: int, password: str, now: datetime, address: str | None = None
+    ) -> bool:
         """Whether `password` is the user's, for a change of password; a wrong one counts as a failed login."""
+        now = ensure_aware(now, "now")
         user = self._user(session, user_id)
-        if user.locked_until is not None and ensure_aware(now, "now") < user.locked_until:
+        if self._lock_of(session, user.username, address, now) is not None:
             return False
         if verify_password(user.password_hash, password, self._cost).matches:
             return True
-        self._failed(session, user, AuthRefusal.INVALID_CREDENTIALS, ensure_aware(now, "now"))
+        self._failed(session, user.username, address, AuthRefusal.INVALID_CREDENTIALS, now)
         return False
+
+    def login_failures(
+        self, session: Session, username: str, address: str | None = None
+    ) -> tuple[int, datetime | None]:
+        """(consecutive failures, locked until) of `username` from `address`: (0, None) when none."""
+        row = session.get(LoginFailure, (_normalise_username(username)[:150], _address_key(address)))
+        return (0, None) if row is None else (row.failures, row.locked_until)
+
+    def _lock_of(
+        self, session: Session, username: str, address: str | None, now: datetime
+    ) -> datetime | None:
+        """Until when `username` is locked for `address` (its own lock, or the address's spraying throttle)."""
+        key = _address_key(address)
+        row = session.scalar(
+            select(LoginFailure)
+            .where(LoginFailure.username == username, LoginFailure.address == key)
+            .with_for_update()  # concurrent guesses from one place take turns and cannot lose a failure
+        )
+        if row is not None and row.locked_until is not None and now < row.locked_until:
+            return row.locked_until
+        if key:
+            since = now - ADDRESS_WINDOW
+            recent = session.execute(
+                select(
+                    func.coalesce(func.sum(LoginFailure.failures), 0), func.max(LoginFailure.last_failure_at)
+                ).where(LoginFailure.address == key, LoginFailure.last_failure_at >= since)
+            ).one()
+            if int(recent[0]) >= ADDRESS_MAX_FAILURES and recent[1] is not None:
+                return ensure_aware(recent[1], "last_failure_at") + ADDRESS_WINDOW
+        return None
 
     # -- login -----------------------------------------------------------------------------------------------
 
@@ -363,25 +410,33 @@ class IdentityService:
         verify_password(self._dummy_hash, password, self._cost)
 
     def authenticate(
-        self, session: Session, username: str, password: str, totp_code: str | None, now: datetime
+        self,
+        session: Session,
+        username: str,
+        password: str,
+        totp_code: str | None,
+        now: datetime,
+        address: str | None = None,
     ) -> AuthResult:
-        """Check a login at `now`. The caller must commit whatever the result (counters and locks are stored).
+        """Check a sign-in at `now` from `address`. The caller must commit whatever the result (failures and
+        locks are stored).
 
-        A locked account answers LOCKED without checking the password, so guesses made during a lock teach nothing.
+        Failures lock the name for the address they come from (`lockout_duration`), so an attacker cannot keep the
+        real person out; an address failing at many names is throttled as a whole. A locked attempt is answered
+        LOCKED without checking the password, so guesses made during a lock teach nothing.
         """
         now = ensure_aware(now, "now")
-        # Locks the row on PostgreSQL: concurrent guesses at one account take turns and cannot lose a failure.
-        user = session.scalar(
-            select(AppUser).where(AppUser.username == _normalise_username(username)).with_for_update()
-        )
+        name = _normalise_username(username)[:150]
+        locked = self._lock_of(session, name, address, now)
+        if locked is not None:
+            return AuthResult(None, AuthRefusal.LOCKED, retry_at=locked)
+        user = session.scalar(select(AppUser).where(AppUser.username == name).with_for_update())
         if user is None:
             self._verify_dummy(password)
-            return AuthResult(None, AuthRefusal.INVALID_CREDENTIALS)
-        if user.locked_until is not None and now < user.locked_until:
-            return AuthResult(None, AuthRefusal.LOCKED, retry_at=user.locked_until)
+            return self._failed(session, name, address, AuthRefusal.INVALID_CREDENTIALS, now)
         check = verify_password(user.password_hash, password, self._cost)
         if not check.matches:
-            return self._failed(session, user, AuthRefusal.INVALID_CREDENTIALS, now)
+            return self._failed(session, name, address, AuthRefusal.INVALID_CREDENTIALS, now)
         if user.disabled:
             return AuthResult(None, AuthRefusal.DISABLED)
         grants = self.grants(session, user.id)
@@ -394,23 +449,46 @@ class IdentityService:
             if totp.accepted_step is None:
                 reused = totp.refusal is TotpRefusal.REUSED
                 refusal = AuthRefusal.TOTP_REUSED if reused else AuthRefusal.TOTP_INVALID
-                return self._failed(session, user, refusal, now)
+                return self._failed(session, name, address, refusal, now)
             user.totp_last_step = totp.accepted_step
         if check.needs_rehash:
             user.password_hash = hash_password(password, self._cost)
-        user.failed_logins = 0
-        user.locked_until = None
+        session.execute(
+            delete(LoginFailure).where(
+                LoginFailure.username == name, LoginFailure.address == _address_key(address)
+            )
+        )
         session.flush()
         return AuthResult(Principal(user.id, user.username, grants))
 
     @staticmethod
-    def _failed(session: Session, user: AppUser, refusal: AuthRefusal, now: datetime) -> AuthResult:
+    def _failed(
+        session: Session, name: str, address: str | None, refusal: AuthRefusal, now: datetime
+    ) -> AuthResult:
         # Wrong one-time codes count too: a stolen password must not allow unlimited guessing of the 6 digits.
-        user.failed_logins += 1
-        lock = lockout_duration(user.failed_logins)
+        key = _address_key(address)
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = insert(LoginFailure).values(
+            username=name, address=key, failures=1, last_failure_at=now, locked_until=None
+        )
+        # One statement, so two first failures of the same name and address at once both count.
+        failures = session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["username", "address"],
+                set_={"failures": LoginFailure.failures + 1, "last_failure_at": now},
+            ).returning(LoginFailure.failures)
+        ).scalar_one()
+        lock = lockout_duration(failures)
         if lock is not None:
-            user.locked_until = now + lock
-        session.flush()
+            session.execute(
+                update(LoginFailure)
+                .where(LoginFailure.username == name, LoginFailure.address == key)
+                .values(locked_until=now + lock)
+            )
+        for loaded in list(session.identity_map.values()):
+            if isinstance(loaded, LoginFailure):
+                session.expire(loaded)  # written around the ORM above
         return AuthResult(None, refusal)
 
     # -- API tokens ------------------------------------------------------------------------------------------

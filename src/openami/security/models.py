@@ -37,8 +37,6 @@ class AppUser(Base):
     password_hash: Mapped[str] = mapped_column(String(255))  # argon2id, PHC string form
     totp_secret: Mapped[str | None] = mapped_column(String(64))  # base32
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)  # RFC 6238 step of the last code accepted
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0)  # consecutive, reset by a successful login
-    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
 
@@ -92,3 +90,20 @@ class WebSession(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     address: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(200))
+
+
+class LoginFailure(Base):
+    """Consecutive failed sign-ins at one username from one address ("" when unknown), and the lock they earned.
+
+    Keyed by address so that an attacker's guesses lock the attacker's address out of the account, not the real
+    person signing in from elsewhere; keyed by the name as typed (lower-case) so that guesses at names that do
+    not exist count too, towards the throttle on an address spraying many names.
+    """
+
+    __tablename__ = "login_failure"
+
+    username: Mapped[str] = mapped_column(String(150), primary_key=True)
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -16,6 +16,8 @@ from openami.common.errors import ConflictError, NotFoundError, ValidationError
 from openami.registry.service import RegistryService
 from openami.security import identity, passwords
 from openami.security.identity import (
+    ADDRESS_MAX_FAILURES,
+    ADDRESS_WINDOW,
     AuthRefusal,
     IdentityService,
     RoleGrant,
@@ -181,7 +183,7 @@ def test_unknown_user_and_wrong_password_look_the_same_and_both_cost_one_verific
 def test_five_failures_lock_for_a_minute_then_the_right_password_works(
     db: Session, service: IdentityService, clock: ManualClock
 ) -> None:
-    user_id = make_user(db, service)
+    make_user(db, service)
     for _ in range(5):
         assert service.authenticate(db, "alice", "wrong password 1", None, clock.now()).refusal is (
             AuthRefusal.INVALID_CREDENTIALS
@@ -194,15 +196,13 @@ def test_five_failures_lock_for_a_minute_then_the_right_password_works(
     clock.advance(MINUTE)
     assert service.authenticate(db, "alice", PASSWORD, None, clock.now()).ok
     db.commit()
-    row = db.get(AppUser, user_id)
-    assert row is not None
-    assert (row.failed_logins, row.locked_until) == (0, None)
+    assert service.login_failures(db, "alice") == (0, None)  # a success forgets the failures
 
 
 def test_guesses_during_a_lock_are_not_checked_and_do_not_extend_it(
     db: Session, service: IdentityService, clock: ManualClock
 ) -> None:
-    user_id = make_user(db, service)
+    make_user(db, service)
     for _ in range(5):
         service.authenticate(db, "alice", "wrong password 1", None, clock.now())
     until = clock.now() + MINUTE
@@ -211,9 +211,7 @@ def test_guesses_during_a_lock_are_not_checked_and_do_not_extend_it(
             AuthRefusal.LOCKED
         )
     db.commit()
-    row = db.get(AppUser, user_id)
-    assert row is not None
-    assert (row.failed_logins, row.locked_until) == (5, until)
+    assert service.login_failures(db, "alice") == (5, until)
 
 
 def test_locks_double_up_to_fifteen_minutes_and_never_longer(
@@ -496,3 +494,36 @@ def test_a_token_cannot_exceed_its_owner(
         service.issue_token(db, user_id, name, roles, [sites[i] for i in site_index], ttl)
     assert caught.value.location == where
     assert db.scalar(select(ApiToken.id)) is None
+
+
+def test_guesses_from_one_address_never_lock_the_person_out_from_another(
+    db: Session, service: IdentityService, clock: ManualClock
+) -> None:
+    make_user(db, service)
+    for _ in range(4):  # an attacker keeps the account locked for their own address, hour after hour
+        for _ in range(5):
+            service.authenticate(db, "alice", "a guess 12345678", None, clock.now(), "203.0.113.9")
+        assert service.authenticate(db, "alice", PASSWORD, None, clock.now(), "203.0.113.9").refusal is (
+            AuthRefusal.LOCKED
+        )
+        # ... while the real person, from home, signs in every time.
+        assert service.authenticate(db, "alice", PASSWORD, None, clock.now(), "198.51.100.7").ok
+        clock.advance(timedelta(minutes=15))
+    db.commit()
+    assert service.login_failures(db, "alice", "203.0.113.9")[0] == 20
+    assert service.login_failures(db, "alice", "198.51.100.7") == (0, None)
+
+
+def test_an_address_spraying_many_names_is_throttled_as_a_whole(
+    db: Session, service: IdentityService, clock: ManualClock
+) -> None:
+    make_user(db, service)
+    sprayer = "203.0.113.66"
+    for n in range(ADDRESS_MAX_FAILURES):  # a few guesses at each of many names, real or not
+        service.authenticate(db, f"user{n // 2}", "Summer2026!x", None, clock.now(), sprayer)
+    throttled = service.authenticate(db, "alice", PASSWORD, None, clock.now(), sprayer)
+    assert throttled.refusal is AuthRefusal.LOCKED  # even the right password, from there
+    assert throttled.retry_at == clock.now() + ADDRESS_WINDOW
+    assert service.authenticate(db, "alice", PASSWORD, None, clock.now(), "198.51.100.7").ok
+    clock.advance(ADDRESS_WINDOW + timedelta(seconds=1))
+    assert service.authenticate(db, "alice", PASSWORD, None, clock.now(), sprayer).ok
