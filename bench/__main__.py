@@ -55,7 +55,11 @@ def bench_worker_memory(quick: bool) -> None:
     # 500 meters x 105 days x 96 = 5.04 million interval readings (plus a register and an instant per frame).
     meters, days = (100, 10) if quick else (500, 105)
     f = ingest.postgres_mqtt(meters, days, sample_rss=True)
-    samples = f.worker_rss_samples_mb or [0.0]
+    samples = f.worker_rss_samples_mb
+    if len(samples) < 2:
+        raise RuntimeError(
+            f"{len(samples)} RSS sample(s) in a {f.e2e_seconds:.2f} s run: too short to compare early and late"
+        )
     tenth = max(1, len(samples) // 10)
     early, late = statistics.mean(samples[tenth : 2 * tenth]), statistics.mean(samples[-tenth:])
     print(

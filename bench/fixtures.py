@@ -1,8 +1,10 @@
-"""What the benchmarks share: a scratch PostgreSQL database, a registered fleet, and its frames."""
+"""What the benchmarks share: a scratch PostgreSQL database, a throwaway master key, a registered fleet, and its
+frames."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,11 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+from pydantic import SecretStr
 
 from openami.bootstrap import Container
 from openami.common.obis import ACTIVE_IMPORT_INTERVAL, ACTIVE_IMPORT_TOTAL, ACTIVE_POWER_IMPORT
+from openami.config import Settings
 from openami.headend.codec import Frame, UplinkContent, encode_uplink
 from openami.readings.interfaces import InstantValue, IntervalValue, RegisterValue
+from openami.security.meter_keys import MasterKey, generate_master_key
 from openami.storage import migrate
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -35,6 +40,29 @@ def scratch_postgres() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def throwaway_master_key() -> MasterKey:
+    """A master key for one run only: it seals the keys of a scratch database that is dropped afterwards.
+
+    Made in the run so that `make bench` needs nothing configured (the server mode refuses to start without a
+    master key), and so that no operator's key is ever used, or written, by a benchmark.
+    """
+    return generate_master_key(f"bench-{uuid.uuid4().hex[:8]}")
+
+
+def bench_settings(database_url: str, master_key: MasterKey) -> Settings:
+    """Settings for `database_url` sealing meter keys under `master_key`, whatever the environment configures."""
+    return Settings(
+        database_url=database_url, master_keys=SecretStr(master_key.entry()), master_key_file=None
+    )
+
+
+def worker_environment(database_url: str, master_key: MasterKey) -> dict[str, str]:
+    """The environment of a worker subprocess: this process's, with the run's database and master key."""
+    env = dict(os.environ, OPENAMI_DATABASE_URL=database_url, OPENAMI_MASTER_KEYS=master_key.entry())
+    env.pop("OPENAMI_MASTER_KEY_FILE", None)  # setting both is refused
+    return env
 
 
 @dataclass(frozen=True)

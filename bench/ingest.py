@@ -25,13 +25,15 @@ from bench.fixtures import (
     PER_DAY,
     BenchMeter,
     bench_interval,
+    bench_settings,
     day_frames,
     first_day_for,
     register_meters,
     scratch_postgres,
+    throwaway_master_key,
+    worker_environment,
 )
 from openami.bootstrap import Container, bootstrap
-from openami.config import Settings
 from openami.headend.codec import Frame
 from openami.headend.inprocess import InProcessTransport
 from openami.headend.mqtt import MqttFramePublisher
@@ -42,6 +44,9 @@ from openami.storage import migrate
 MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
 # Mosquitto keeps 1000 queued messages per session by default (and drops QoS 1 beyond): stay well below.
 MAX_OUTSTANDING_FRAMES = 800
+# How often the worker's RSS is read: often enough that a quick run of about a second still gets a dozen
+# samples (its first and last tenths are compared); reading /proc/<pid>/status costs microseconds.
+RSS_SAMPLE_INTERVAL_S = 0.1
 
 
 @dataclass
@@ -151,11 +156,13 @@ def postgres_mqtt(meters_n: int, days: int, *, sample_rss: bool = False, workers
     """`days` daily frames per meter through Mosquitto and `workers` worker processes into PostgreSQL."""
     run = uuid.uuid4().hex[:8]
     topic_root, group, site = f"bench-{run}/v1", f"bench-{run}", f"b{run}"
+    # One key for the container that registers the meters and the workers that must open their keys.
+    master_key = throwaway_master_key()
     with scratch_postgres() as url:
-        container = bootstrap(Settings(database_url=url))
+        container = bootstrap(bench_settings(url, master_key))
         meters = register_meters(container, meters_n, site, first_day_for(days + 1))
         total_frames = meters_n * days
-        env = dict(os.environ, OPENAMI_DATABASE_URL=url)
+        env = worker_environment(url, master_key)
         processes = [
             subprocess.Popen(
                 [
@@ -186,7 +193,7 @@ def postgres_mqtt(meters_n: int, days: int, *, sample_rss: bool = False, workers
             last_sample = started
             while True:
                 accepted = _frames_accepted(container)
-                if sample_rss and time.perf_counter() - last_sample >= 1.0:
+                if sample_rss and time.perf_counter() - last_sample >= RSS_SAMPLE_INTERVAL_S:
                     rss.append(_rss_mb(worker.pid))
                     last_sample = time.perf_counter()
                 if accepted >= total_frames:
@@ -233,7 +240,8 @@ def sqlite_inprocess(meters_n: int, days: int, workdir: Path) -> IngestFigures:
     db = workdir / f"bench-{run}.db"
     url = f"sqlite:///{db}"
     migrate.upgrade(url)
-    container = bootstrap(Settings(database_url=url))
+    # A throwaway key here too: the embedded default would write var/master.key into the working directory.
+    container = bootstrap(bench_settings(url, throwaway_master_key()))
     meters = register_meters(container, meters_n, site, first_day_for(days + 1))
     transport = InProcessTransport(background=False, batch_size=500)
     container.headend(transport)

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from openami.bootstrap import Container
+from openami.cli.actor import cli_actor
 from openami.cli.audit import app as audit_app
 from openami.cli.registry import app as registry_app
 from openami.cli.users import app as users_app
@@ -197,16 +198,6 @@ def _logs_on_stderr() -> Iterator[None]:
         structlog.configure(**saved)
 
 
-def _cli_actor() -> str:
-    """Who runs the command, for the operation log: the operating-system user."""
-    import getpass
-
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):  # no user name for this uid (some containers)
-        return "cli:unknown"
-
-
 def _keys_container(database_url: str | None) -> Container:
     from openami.bootstrap import bootstrap
 
@@ -303,7 +294,7 @@ def keys_rotate(
             until = info.previous_key_until
             AuditLog(container.clock).append(
                 session,
-                actor=_cli_actor(),
+                actor=cli_actor(),
                 role="cli",
                 action="meter_key.rotate",
                 object_type="meter",
@@ -341,7 +332,7 @@ def _reseal_command(database_url: str | None, *, rewrap: bool) -> tuple[int, str
             if count:
                 AuditLog(container.clock).append(
                     session,
-                    actor=_cli_actor(),
+                    actor=cli_actor(),
                     role="cli",
                     action="meter_key.rewrap" if rewrap else "meter_key.seal_legacy",
                     object_type="meter_keys",

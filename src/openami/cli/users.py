@@ -6,7 +6,6 @@ second factor shown once. Everything is recorded in the operation log as `cli:<o
 
 from __future__ import annotations
 
-import getpass
 import secrets
 from typing import Annotated
 
@@ -16,6 +15,7 @@ from rich.markup import escape
 from sqlalchemy.exc import SQLAlchemyError
 
 from openami.bootstrap import Container, bootstrap
+from openami.cli.actor import cli_actor
 from openami.common.errors import ConfigurationError, OpenAMIError
 from openami.config import Settings
 from openami.security.audit import AuditLog
@@ -40,14 +40,6 @@ def generated_password() -> str:
         candidate = secrets.token_urlsafe(15)
         if any(c.isdigit() for c in candidate) and any(c.isalpha() for c in candidate):
             return candidate
-
-
-def cli_actor() -> str:
-    """Who runs the command, for the operation log: the operating-system user."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):  # no user name for this uid (some containers)
-        return "cli:unknown"
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

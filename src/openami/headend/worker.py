@@ -4,6 +4,9 @@ Runs until SIGTERM or SIGINT, then stops gracefully: the batch in hand is finish
 acknowledged, and the connection closed; messages not yet handled stay in the broker session for the next
 start with the same client id. Several workers of one share group split the fleet between them; each
 needs its own stable client id (`--client-id`, default `openami-headend-{hostname}`).
+
+It refuses to start with one line on stderr, not a traceback: exit status 2 when the configuration is wrong or
+incomplete (no master key in the server mode, a malformed setting), 1 when the MQTT broker cannot be reached.
 """
 
 from __future__ import annotations
@@ -17,16 +20,23 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import pydantic
 import structlog
 
 from openami.bootstrap import bootstrap, tune_gc_for_ingestion
 from openami.common.clock import Clock
+from openami.common.errors import ConfigurationError
 from openami.config import Settings
 from openami.headend.mqtt import MqttTransport
 from openami.headend.service import HeadEnd, HeadEndStats
+from openami.headend.transport import TransportError
 from openami.readings.interfaces import ReadingsSink
 
 log = structlog.get_logger(__name__)
+
+# Exit statuses of a worker that cannot start (a clean stop is 0).
+EXIT_UNREACHABLE = 1  # the MQTT broker refused or did not answer: worth retrying as it is
+EXIT_CONFIGURATION = 2  # a setting is missing or wrong: retrying as it is cannot help
 
 
 def default_client_id() -> str:
@@ -47,6 +57,9 @@ def run_worker(
     collection_interval_s: float = 0.0,
 ) -> HeadEndStats:
     """Serve MQTT uplink frames until `stop` is set (or SIGTERM/SIGINT arrive); returns the final totals.
+
+    Raises ConfigurationError when `settings` cannot make the system (e.g. no master key on PostgreSQL) and
+    TransportError when the broker cannot be reached; nothing is left open then.
 
     With `collection_interval_s` > 0 the worker also runs the collection round (find gaps, request re-reads,
     estimate overdue gaps) that often; several workers may all do so, one round runs at a time.
@@ -150,7 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if getattr(args, name) is not None
     }
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except pydantic.ValidationError as exc:
+        return _cannot_start(_settings_problem(exc), EXIT_CONFIGURATION)
     level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
     processors: list[Any] = [structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso")]
     renderer = structlog.processors.JSONRenderer() if args.log_json else structlog.dev.ConsoleRenderer()
@@ -159,15 +175,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
     )
-    run_worker(
-        settings,
-        client_id=args.client_id,
-        batch_size=args.batch_size,
-        batch_wait_s=args.batch_wait_ms / 1000,
-        session_expiry_s=args.session_expiry_s,
-        collection_interval_s=args.collection_interval_s,
-    )
+    try:
+        run_worker(
+            settings,
+            client_id=args.client_id,
+            batch_size=args.batch_size,
+            batch_wait_s=args.batch_wait_ms / 1000,
+            session_expiry_s=args.session_expiry_s,
+            collection_interval_s=args.collection_interval_s,
+        )
+    except ConfigurationError as exc:
+        return _cannot_start(str(exc), EXIT_CONFIGURATION)
+    except TransportError as exc:
+        return _cannot_start(str(exc), EXIT_UNREACHABLE)
     return 0
+
+
+def _cannot_start(reason: str, status: int) -> int:
+    """Say in one line on stderr why the worker does not run (an operator's problem, not a bug: no traceback)."""
+    one_line = " ".join(reason.split())
+    print(f"openami worker: cannot start: {one_line}", file=sys.stderr)
+    return status
+
+
+def _settings_problem(exc: pydantic.ValidationError) -> str:
+    """Which settings are malformed, named as the environment variables that set them. The values are not
+    repeated: pydantic quotes them, and they may be secrets."""
+    prefix = str(Settings.model_config.get("env_prefix", ""))
+    problems = [
+        f"{prefix}{'.'.join(map(str, error['loc'])).upper()}: {error['msg']}" for error in exc.errors()
+    ]
+    return "; ".join(problems)
 
 
 if __name__ == "__main__":

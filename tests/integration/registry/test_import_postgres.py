@@ -7,12 +7,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner
 
+from openami.cli.registry import app
 from openami.common.clock import ManualClock
 from openami.registry.csv_import import ImportErrors, import_registry_csv
 from openami.registry.models import Meter, Site
 from openami.registry.service import RegistryService
-from openami.storage.db import make_session_factory
+from openami.security.audit import AuditLog, decode_json
+from openami.storage import migrate
+from openami.storage.db import make_engine, make_session_factory
 from tests.unit.registry.helpers import site_row, write_csv
 
 pytestmark = pytest.mark.integration
@@ -59,3 +63,27 @@ def test_longest_holiday_subdivision_fits(
         ],
     )
     assert import_registry_csv(factory, path, clock).sites == 1
+
+
+def test_cli_import_and_its_log_entry_commit_together(pg_url: str, clock: ManualClock) -> None:
+    """On PostgreSQL (append lock, append-only triggers of the migrations): one entry, the chain verifies, and a
+    second, refused import adds nothing."""
+    migrate.upgrade(pg_url)
+    runner = CliRunner()
+    first = runner.invoke(app, ["import", str(EXAMPLE), "--database-url", pg_url])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, ["import", str(EXAMPLE), "--database-url", pg_url])
+    assert again.exit_code == 1, again.output
+
+    engine = make_engine(pg_url)
+    try:
+        factory = make_session_factory(engine)
+        with factory() as session:
+            audit = AuditLog(clock)
+            [entry] = audit.entries(session)
+            assert audit.verify(session).ok
+        assert entry.action == "registry.imported"
+        assert decode_json(entry.after)["records"]["meters"] == 3
+        assert (_count(factory, Site), _count(factory, Meter)) == (1, 3)
+    finally:
+        engine.dispose()
