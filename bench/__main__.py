@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-from bench import ingest, logins
+from bench import ingest, logins, pricing
 from openami.headend.codec import Frame
 from openami.simulator import Fleet
 
@@ -101,12 +101,25 @@ def bench_logins(quick: bool) -> None:
     print(f"  login, wrong     {bad:>8.0f} ms")
 
 
+def bench_pricing(quick: bool) -> None:
+    f = pricing.run(20 if quick else 200)
+    print(
+        f"pricing core, TOU + tiered tariff, {f.meters} meters x a year of 15-min intervals ({f.intervals:,}):"
+    )
+    print(
+        f"  priced           {f.per_s:>12,.0f} intervals/s  ({f.pricing_s:.2f} s, monthly bills with lines)"
+    )
+    print(f"  numpy sum        {f.sum_per_s:>12,.0f} intervals/s  ({f.sum_s:.3f} s, the floor)")
+    print(f"  ratio            {f.ratio:>12.3f}")
+
+
 BENCHMARKS = {
     "simulator": bench_simulator,
     "ingest_postgres": bench_ingest_postgres,
     "ingest_sqlite": bench_ingest_sqlite,
     "worker_memory": bench_worker_memory,
     "logins": bench_logins,
+    "pricing": bench_pricing,
 }
 
 

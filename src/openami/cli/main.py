@@ -12,7 +12,9 @@ from rich.console import Console
 from openami.bootstrap import Container
 from openami.cli.actor import cli_actor
 from openami.cli.audit import app as audit_app
+from openami.cli.ledger import app as ledger_app
 from openami.cli.registry import app as registry_app
+from openami.cli.tariff import app as tariff_app
 from openami.cli.users import app as users_app
 from openami.common.errors import ConfigurationError
 from openami.config import Settings
@@ -29,6 +31,8 @@ db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
 app.add_typer(users_app, name="users")
+app.add_typer(tariff_app, name="tariff")
+app.add_typer(ledger_app, name="ledger")
 app.add_typer(
     audit_app, name="audit", help="The operation log: verify its hash chain, sign and export checkpoints."
 )

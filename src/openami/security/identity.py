@@ -427,10 +427,12 @@ class IdentityService:
         """
         now = ensure_aware(now, "now")
         name = _normalise_username(username)[:150]
+        # Row locks always in this order (the person, then their failures from this address): concurrent
+        # attempts at one account take turns, and two of them can never wait for each other.
+        user = session.scalar(select(AppUser).where(AppUser.username == name).with_for_update())
         locked = self._lock_of(session, name, address, now)
         if locked is not None:
             return AuthResult(None, AuthRefusal.LOCKED, retry_at=locked)
-        user = session.scalar(select(AppUser).where(AppUser.username == name).with_for_update())
         if user is None:
             self._verify_dummy(password)
             return self._failed(session, name, address, AuthRefusal.INVALID_CREDENTIALS, now)

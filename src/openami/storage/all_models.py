@@ -2,6 +2,7 @@
 
 # Each import registers its tables on Base.metadata. Add a context's models module here when it gains tables.
 from openami.headend import models as headend_models  # noqa: F401  (imported for its tables)
+from openami.ledger import models as ledger_models  # noqa: F401  (imported for its tables)
 from openami.readings import models as readings_models  # noqa: F401  (imported for its tables)
 from openami.registry import models as registry_models  # noqa: F401  (imported for its tables)
 from openami.security import audit as security_audit  # noqa: F401  (imported for its tables)

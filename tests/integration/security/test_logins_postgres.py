@@ -1,4 +1,5 @@
-"""Sign-in failures on the real PostgreSQL: concurrent guesses at one name from one address all count."""
+"""Sign-in failures on the real PostgreSQL: concurrent guesses at one name from one address take turns, every one
+is counted until the lock, and none after it is even checked."""
 
 from __future__ import annotations
 
@@ -29,12 +30,16 @@ def test_concurrent_guesses_all_count_and_lock(factory: sessionmaker[Session], c
         service.create_user(session, "alice", "Alice", PASSWORD)
     start = threading.Barrier(8)
     errors: list[BaseException] = []
+    outcomes: list[AuthRefusal | None] = []
 
     def guess() -> None:
         try:
             start.wait()
             with factory() as session, session.begin():
-                service.authenticate(session, "alice", "a wrong guess 123", None, clock.now(), "203.0.113.9")
+                result = service.authenticate(
+                    session, "alice", "a wrong guess 123", None, clock.now(), "203.0.113.9"
+                )
+                outcomes.append(result.refusal)
         except BaseException as exc:
             errors.append(exc)
 
@@ -46,8 +51,9 @@ def test_concurrent_guesses_all_count_and_lock(factory: sessionmaker[Session], c
     assert errors == []
     with factory() as session:
         failures, locked_until = service.login_failures(session, "alice", "203.0.113.9")
-    assert failures == 8
-    assert locked_until is not None  # the 5th failure locked it
+    assert failures == 5  # the 5th failure locked it; the three after it were refused unchecked
+    assert locked_until is not None
+    assert sorted(outcomes) == sorted([AuthRefusal.INVALID_CREDENTIALS] * 5 + [AuthRefusal.LOCKED] * 3)
     with factory() as session, session.begin():
         refused = service.authenticate(session, "alice", PASSWORD, None, clock.now(), "203.0.113.9")
         assert refused.refusal is AuthRefusal.LOCKED

@@ -1,0 +1,1 @@
+"""Tariffs: the model, its formats (native, OpenEI URDB) and the pure pricing core."""
