@@ -12,6 +12,7 @@ from rich.console import Console
 from openami.bootstrap import Container
 from openami.cli.actor import cli_actor
 from openami.cli.audit import app as audit_app
+from openami.cli.billing import app as billing_app
 from openami.cli.ledger import app as ledger_app
 from openami.cli.registry import app as registry_app
 from openami.cli.tariff import app as tariff_app
@@ -33,6 +34,7 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(users_app, name="users")
 app.add_typer(tariff_app, name="tariff")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(billing_app, name="bill")
 app.add_typer(
     audit_app, name="audit", help="The operation log: verify its hash chain, sign and export checkpoints."
 )

@@ -1,6 +1,7 @@
 """Imports every context's models so Base.metadata knows every table (for Alembic and for tests)."""
 
 # Each import registers its tables on Base.metadata. Add a context's models module here when it gains tables.
+from openami.billing import models as billing_models  # noqa: F401  (imported for its tables)
 from openami.headend import models as headend_models  # noqa: F401  (imported for its tables)
 from openami.ledger import models as ledger_models  # noqa: F401  (imported for its tables)
 from openami.readings import models as readings_models  # noqa: F401  (imported for its tables)

@@ -1,0 +1,134 @@
+"""`openami bill ...`: billing runs from the command line. Mounted on the main app as `bill`."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from sqlalchemy.exc import SQLAlchemyError
+
+from openami.common.errors import ConfigurationError, NotFoundError, OpenAMIError
+
+app = typer.Typer(help="Billing: bill a site's accounts from their validated readings.", no_args_is_help=True)
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url", envvar="OPENAMI_DATABASE_URL", help="SQLAlchemy URL (default: SQLite under ./var)"
+    ),
+]
+
+_MONTH = re.compile(r"(\d{4})-(\d{2})")
+_out = Console()
+_err = Console(stderr=True)
+
+
+@app.callback()
+def bill() -> None:
+    """Billing: bill a site's accounts from their validated readings."""
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    _err.print(f"[red]{escape(message)}[/red]", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _money(minor: int, digits: int) -> str:
+    sign = "-" if minor < 0 else ""
+    whole, part = divmod(abs(minor), 10**digits)
+    return f"{sign}{whole}.{part:0{digits}d}" if digits else f"{sign}{whole}"
+
+
+@app.command("run")
+def run(
+    site: Annotated[str, typer.Option("--site", help="The site's code.")],
+    month: Annotated[str, typer.Option("--month", help="The month, YYYY-MM.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Bill every account of the site for its cycle that ends in MONTH (a calendar-month account: MONTH itself).
+
+    Prints one line per account: billed (with the bill's total), already billed, or not billed and why. The
+    run and an operation-log entry (`billing.run`, as `cli:<user>`) are committed together. Exits 0 when the run
+    completed (even if some accounts could not be billed), 1 for a bad site or month, 2 when the database or
+    configuration cannot be used.
+    """
+    from openami.billing.interfaces import Outcome
+    from openami.billing.service import BillingService
+    from openami.bootstrap import bootstrap
+    from openami.cli.actor import cli_actor
+    from openami.config import Settings
+    from openami.ledger.service import LedgerService
+    from openami.security.audit import AuditLog
+    from openami.storage.db import unit_of_work
+    from openami.tariffs.model import minor_digits
+
+    found = _MONTH.fullmatch(month)
+    if found is None or not 1 <= int(found[2]) <= 12:
+        raise _fail(f"--month: must be YYYY-MM, got {month!r}")
+    year, number = int(found[1]), int(found[2])
+    try:
+        container = bootstrap(Settings(database_url=database_url) if database_url else Settings())
+    except ConfigurationError as exc:
+        raise _fail(str(exc), 2) from exc
+    try:
+        ledger = LedgerService(container.clock, container.registry)
+        billing = BillingService(container.clock, container.registry, ledger)
+        with unit_of_work(container.session_factory) as session:
+            try:
+                info = container.registry.site_by_code(session, site)
+            except NotFoundError as exc:
+                raise _fail(f"--site: {exc}") from exc
+            reports = billing.run_month(session, info.id, year, number)
+            outcomes = [o for r in reports for o in r.accounts]
+            counts = {o.value: sum(1 for a in outcomes if a.outcome is o) for o in Outcome}
+            AuditLog(container.clock).append(
+                session,
+                actor=cli_actor(),
+                role="cli",
+                action="billing.run",
+                object_type="site",
+                object_id=info.code,
+                after={
+                    "month": f"{year:04d}-{number:02d}",
+                    "accounts": counts,
+                    "bills": [o.bill.id for o in outcomes if o.bill is not None],
+                },
+                site_id=info.id,
+            )
+    except typer.Exit:
+        raise
+    except OpenAMIError as exc:
+        raise _fail(str(exc)) from exc
+    except SQLAlchemyError as exc:
+        first = str(exc).splitlines()[0]
+        raise _fail(f"cannot use the database: {first} (run `openami db upgrade` first?)", 2) from exc
+    finally:
+        container.close()
+    digits = minor_digits(info.currency)
+    for report in reports:
+        for o in report.accounts:
+            period = f"{report.period_start.isoformat()} to {report.period_end.isoformat()}"
+            if o.bill is not None:
+                estimated = (
+                    f", {o.bill.intervals_estimated} intervals estimated"
+                    if o.bill.intervals_estimated
+                    else ""
+                )
+                text = (
+                    f"{o.account_number}: billed {period}: bill {o.bill.id}, "
+                    f"{_money(o.bill.total_minor, digits)} {o.bill.currency}{estimated}"
+                )
+            elif o.outcome is Outcome.ALREADY_BILLED:
+                text = f"{o.account_number}: already billed {period} ({o.reason})"
+            else:
+                text = f"{o.account_number}: not billed {period}: {o.reason}"
+            _out.print(escape(text), soft_wrap=True, highlight=False)
+    _out.print(
+        f"site {escape(info.code)}, {year:04d}-{number:02d}: {counts['billed']} billed, "
+        f"{counts['already_billed']} already billed, {counts['not_billed']} not billed",
+        soft_wrap=True,
+        highlight=False,
+    )
