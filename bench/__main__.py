@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-from bench import ingest, logins, pricing
+from bench import billing, ingest, logins, pricing
 from openami.headend.codec import Frame
 from openami.simulator import Fleet
 
@@ -113,6 +113,18 @@ def bench_pricing(quick: bool) -> None:
     print(f"  ratio            {f.ratio:>12.3f}")
 
 
+def bench_billing(quick: bool) -> None:
+    f = billing.run(50 if quick else 1000)
+    print(
+        f"billing run on PostgreSQL, {f.accounts:,} accounts x a month of hourly readings ({f.readings:,}):"
+    )
+    print(
+        f"  billing run      {f.run_s:>12.2f} s  ({f.accounts / f.run_s:,.0f} accounts/s, bills + lines + journals)"
+    )
+    print(f"  reading them     {f.read_s:>12.2f} s  (SELECT of the same readings, the floor)")
+    print(f"  ratio            {f.ratio:>12.1f}  (run time / read time)")
+
+
 BENCHMARKS = {
     "simulator": bench_simulator,
     "ingest_postgres": bench_ingest_postgres,
@@ -120,6 +132,7 @@ BENCHMARKS = {
     "worker_memory": bench_worker_memory,
     "logins": bench_logins,
     "pricing": bench_pricing,
+    "billing": bench_billing,
 }
 
 
