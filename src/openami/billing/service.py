@@ -278,6 +278,7 @@ class BillingService:
                 meters[meter.account_id].append(meter)
         tariffs: dict[int, Tariff] = {}
         outcomes = []
+        ledger_accounts: dict[tuple[AccountPurpose, int | None, str | None], int] = {}  # opened in this run
         for account in self.registry.list_accounts(session, site_id=site_id):
             if account_ids is not None and account.id not in account_ids:
                 continue
@@ -304,7 +305,7 @@ class BillingService:
                 continue
             bill = self._issue(
                 session, site, account, period_start, period_end, priced,
-                reference=f"bill:{account.id}:{period_start.isoformat()}",
+                reference=f"bill:{account.id}:{period_start.isoformat()}", ledger_accounts=ledger_accounts,
             )  # fmt: skip
             outcomes.append(AccountOutcome(account.id, account.number, Outcome.BILLED, bill=bill))
         return BillingRunReport(site_id, period_start, period_end, tuple(outcomes))
@@ -455,9 +456,13 @@ class BillingService:
         *,
         reference: str,
         replaces: int | None = None,
+        ledger_accounts: dict[tuple[AccountPurpose, int | None, str | None], int] | None = None,
     ) -> BillInfo:
-        """Post the bill's journal, then store the bill and its lines."""
-        postings = self._postings(session, site, account, priced)
+        """Post the bill's journal, then store the bill and its lines. `ledger_accounts`: ledger account ids
+        already opened in this transaction (a run opens the revenue and tax accounts once, not once a bill)."""
+        postings = self._postings(
+            session, site, account, priced, {} if ledger_accounts is None else ledger_accounts
+        )
         journal_id = None
         if postings:
             journal = self.ledger.post(
@@ -508,7 +513,12 @@ class BillingService:
         return _bill_info(row, lines)
 
     def _postings(
-        self, session: Session, site: SiteInfo, account: AccountInfo, priced: PricedBill
+        self,
+        session: Session,
+        site: SiteInfo,
+        account: AccountInfo,
+        priced: PricedBill,
+        opened: dict[tuple[AccountPurpose, int | None, str | None], int],
     ) -> list[NewPosting]:
         """Debit the receivable the total; credit revenue per component and tax payable per tax (export credit,
         contra-revenue, is debited). Zero sums are left out: a bill of nothing posts nothing."""
@@ -523,14 +533,13 @@ class BillingService:
         for (purpose, name), amount in sums.items():
             if not amount:
                 continue
-            ledger_account = self.ledger.open_account(
-                session,
-                site_id=site.id,
-                purpose=purpose,
-                customer_account_id=account.id if purpose is AccountPurpose.RECEIVABLE else None,
-                name=name,
-            )
-            postings.append(NewPosting(ledger_account.id, amount))
+            customer = account.id if purpose is AccountPurpose.RECEIVABLE else None
+            opened_key = (purpose, customer, name)
+            if opened_key not in opened:
+                opened[opened_key] = self.ledger.open_account(
+                    session, site_id=site.id, purpose=purpose, customer_account_id=customer, name=name
+                ).id
+            postings.append(NewPosting(opened[opened_key], amount))
         return postings
 
     # -- helpers --------------------------------------------------------------------------------------------
