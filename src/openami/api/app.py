@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openami import __version__
 from openami.api.auth import PUBLIC
+from openami.billing.api import router as billing_router
 from openami.bootstrap import Container
 from openami.common.errors import ConflictError, NotFoundError, ValidationError
 from openami.headend.api import router as headend_router
@@ -126,6 +127,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(registry_router)
     app.include_router(readings_router)
     app.include_router(headend_router)
+    app.include_router(billing_router)
 
     @app.get("/healthz", tags=["ops"], dependencies=[PUBLIC])
     def healthz() -> dict[str, str]:

@@ -20,6 +20,8 @@ class Permission(enum.StrEnum):
     METER_KEYS_WRITE = "meter-keys:write"  # provision or rotate a meter's frame-authentication key
     READINGS_READ = "readings:read"
     READINGS_EDIT = "readings:edit"  # correct an interval by hand, with a reason
+    BILLS_READ = "bills:read"  # bills, cost so far, projected bill (a customer: their own accounts')
+    BILLS_RUN = "bills:run"  # run billing for a site
     HEADEND_READ = "headend:read"  # rejected frames and link state
     AUDIT_READ = "audit:read"
     USERS_READ = "users:read"
@@ -30,6 +32,7 @@ class Permission(enum.StrEnum):
 _READ_ALL = frozenset(
     {
         Permission.REGISTRY_READ,
+        Permission.BILLS_READ,
         Permission.READINGS_READ,
         Permission.HEADEND_READ,
         Permission.USERS_READ,
@@ -50,12 +53,20 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.SELF,
         }
     ),
-    Role.BILLING: frozenset({Permission.REGISTRY_READ, Permission.READINGS_READ, Permission.SELF}),
+    Role.BILLING: frozenset(
+        {
+            Permission.REGISTRY_READ,
+            Permission.READINGS_READ,
+            Permission.BILLS_READ,
+            Permission.BILLS_RUN,
+            Permission.SELF,
+        }
+    ),
     Role.FIELD_TECHNICIAN: frozenset(
         {Permission.REGISTRY_READ, Permission.READINGS_READ, Permission.HEADEND_READ, Permission.SELF}
     ),
     Role.AUDITOR: _READ_ALL | {Permission.AUDIT_READ},
-    Role.CUSTOMER: frozenset({Permission.READINGS_READ, Permission.SELF}),
+    Role.CUSTOMER: frozenset({Permission.READINGS_READ, Permission.BILLS_READ, Permission.SELF}),
 }
 
 # Roles whose reach is the whole site; a customer's is only their own accounts.

@@ -91,7 +91,13 @@ def test_the_matrix_is_what_the_roles_are_for() -> None:
     auditor = ROLE_PERMISSIONS[Role.AUDITOR]
     assert Permission.AUDIT_READ in auditor
     assert not any(p.value.endswith((":write", ":edit", ":manage", ":create")) for p in auditor)
-    assert ROLE_PERMISSIONS[Role.CUSTOMER] == {Permission.READINGS_READ, Permission.SELF}
+    assert ROLE_PERMISSIONS[Role.CUSTOMER] == {
+        Permission.READINGS_READ,
+        Permission.BILLS_READ,
+        Permission.SELF,
+    }
+    assert Permission.BILLS_RUN in ROLE_PERMISSIONS[Role.BILLING]
+    assert Permission.BILLS_RUN not in ROLE_PERMISSIONS[Role.CUSTOMER]
     assert Permission.READINGS_EDIT in ROLE_PERMISSIONS[Role.OPERATOR]
     assert Permission.READINGS_EDIT not in ROLE_PERMISSIONS[Role.BILLING]
     assert Permission.USERS_MANAGE not in ROLE_PERMISSIONS[Role.OPERATOR]

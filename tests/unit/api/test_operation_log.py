@@ -75,7 +75,9 @@ def test_an_edit_logs_before_after_and_reason_and_the_person_is_the_editor(
     entry = _entries(container)[-1]
     assert entry.action == "readings.interval_edited"
     assert entry.actor.startswith("otieno (API token #")
-    assert json.loads(entry.before or "{}")["energy_wh"] == 77 + 24  # the 06:00 interval, the 25th of the day
+    assert (
+        json.loads(entry.before or "{}")["energy_wh"] == 77 + 36
+    )  # 06:00 UTC, the 37th from 21:00 UTC (local midnight)
     assert json.loads(entry.after or "{}") == {"energy_wh": 5, "quality": "edited", "version": 2}
     assert entry.reason == "meter swapped: value from the old meter"
 

@@ -8,12 +8,15 @@ another tenant's data by text.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
+from openami.billing.service import BillingService
 from openami.bootstrap import Container
 from openami.common.obis import ACTIVE_IMPORT_INTERVAL
+from openami.ledger.service import LedgerService
 from openami.readings.interfaces import IntervalValue, MeterBatch, Source
 
 T0 = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
@@ -31,6 +34,7 @@ class Tenant:
     service_point_id: int
     serial: str
     markers: list[str] = field(default_factory=list)  # text that only this tenant's data contains
+    bill_id: int = 0  # the tenant's bill for 1 March
 
     def values(self, **extra: object) -> dict[str, object]:
         """Path parameter values naming this tenant's objects."""
@@ -44,11 +48,14 @@ class Tenant:
             "service_point_id": self.service_point_id,
             "serial": self.serial,
             "interval_start": "2026-03-01T06:00:00Z",
+            "bill_id": self.bill_id,
             **extra,
         }
 
 
-def _tenant(container: Container, session: Session, site_id: int, site_code: str, tag: str) -> Tenant:
+def _tenant(
+    container: Container, session: Session, site_id: int, site_code: str, tag: str, zone: str
+) -> Tenant:
     registry = container.registry
     customer = registry.create_customer(
         session, site_id=site_id, reference=f"CUST-{tag}", name=f"Customer {tag} Secretname"
@@ -76,8 +83,10 @@ def _tenant(container: Container, session: Session, site_id: int, site_code: str
         service_point_id=point.id,
         installed_at=T0 - timedelta(days=30),
     )
+    first = datetime(2026, 3, 1, tzinfo=ZoneInfo(zone)).astimezone(UTC)  # the site's 1 March, local
     readings = [
-        IntervalValue(ACTIVE_IMPORT_INTERVAL, T0 + timedelta(minutes=15 * k), 900, 77 + k) for k in range(96)
+        IntervalValue(ACTIVE_IMPORT_INTERVAL, first + timedelta(minutes=15 * k), 900, 77 + k)
+        for k in range(96)
     ]
     container.readings.ingest(
         session,
@@ -130,8 +139,31 @@ def build_world(container: Container) -> World:
             currency="NGN",
             holiday_country="NG",
         )
-        a = _tenant(container, session, site_a.id, "SITEA", "A1")
-        a2 = _tenant(container, session, site_a.id, "SITEA", "A2")
-        b = _tenant(container, session, site_b.id, "SITEB", "B1")
+        a = _tenant(container, session, site_a.id, "SITEA", "A1", "Africa/Nairobi")
+        a2 = _tenant(container, session, site_a.id, "SITEA", "A2", "Africa/Nairobi")
+        b = _tenant(container, session, site_b.id, "SITEB", "B1", "Africa/Lagos")
+        # A bill for each tenant's 1 March, so bills too can be guessed at.
+        billing = BillingService(container.clock, registry, LedgerService(container.clock, registry))
+        for tenant, currency, zone in (
+            (a, "KES", "Africa/Nairobi"),
+            (a2, "KES", "Africa/Nairobi"),
+            (b, "NGN", "Africa/Lagos"),
+        ):
+            tariff = billing.store_tariff(
+                session,
+                site_id=tenant.site_id,
+                code="FLAT",
+                document={"name": "flat", "currency": currency, "timezone": zone, "periods": ["all"],
+                          "energy": {"all_year/all": "10"}},
+            )  # fmt: skip
+            billing.assign_tariff(
+                session, account_id=tenant.account_id, tariff_id=tariff.id, effective_from=date(2026, 1, 1)
+            )
+            report = billing.run_billing(
+                session, tenant.site_id, date(2026, 3, 1), date(2026, 3, 2), account_ids=[tenant.account_id]
+            )
+            [outcome] = report.accounts
+            assert outcome.bill is not None, outcome.reason
+            tenant.bill_id = outcome.bill.id
     b.markers += ["SITEB", "Site B Hiddenname"]
     return World(a, a2, b)
