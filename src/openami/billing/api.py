@@ -9,7 +9,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Response
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 from openami.api.auth import Access, require
 from openami.api.deps import get_container, get_session
 from openami.billing.interfaces import BillInfo, BillLineInfo, CostEstimate
+from openami.billing.invoice import InvoiceData, invoice_html, invoice_pdf
 from openami.billing.service import BillingService
 from openami.bootstrap import Container
 from openami.common.errors import NotFoundError, ValidationError
@@ -167,6 +169,36 @@ def get_bill(bill_id: RowId, access: BillsRead, session: SessionDep, container: 
     if not access.sees_account(bill.site_id, bill.account_id):
         raise NotFoundError(f"no bill with id {bill_id}")
     return _bill_out(bill)
+
+
+def _invoice(session: Session, access: Access, container: Container, bill_id: int) -> InvoiceData:
+    bill = get_bill(bill_id, access, session, container)  # the same visibility: 404 when not the caller's
+    full = _service(container).get_bill(session, bill.id)
+    account = container.registry.get_account(session, full.account_id)
+    return InvoiceData(
+        full,
+        container.registry.get_site(session, full.site_id),
+        account,
+        container.registry.get_customer(session, account.customer_id),
+    )
+
+
+@router.get("/bills/{bill_id}/invoice.html", response_class=HTMLResponse)
+def invoice_as_html(
+    bill_id: RowId, access: BillsRead, session: SessionDep, container: ContainerDep
+) -> HTMLResponse:
+    """The bill as a printable HTML page."""
+    return HTMLResponse(invoice_html(_invoice(session, access, container, bill_id)))
+
+
+@router.get("/bills/{bill_id}/invoice.pdf", response_class=Response)
+def invoice_as_pdf(
+    bill_id: RowId, access: BillsRead, session: SessionDep, container: ContainerDep
+) -> Response:
+    """The bill as an A4 PDF."""
+    data = _invoice(session, access, container, bill_id)
+    headers = {"Content-Disposition": f'inline; filename="{data.title.replace(" ", "-")}.pdf"'}
+    return Response(invoice_pdf(data), media_type="application/pdf", headers=headers)
 
 
 @router.get("/accounts/{account_id}/cost-so-far", response_model=CostOut)

@@ -3,6 +3,8 @@ site's billing (once, whatever the retries), and the run is in the operation log
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import Engine, select
@@ -63,3 +65,52 @@ def test_billing_staff_run_a_site_once_and_it_is_logged(setup: tuple[FastAPI, Co
     with container.session_factory() as session:
         runs = session.scalars(select(AuditEntry).where(AuditEntry.action == "billing.run")).all()
     assert [(r.actor.split(" ")[0], r.site_id) for r in runs] == [("billing-a", world.a.site_id)]
+
+
+def test_the_invoice_as_html_and_pdf_carries_the_bill(setup: tuple[FastAPI, Container, World]) -> None:
+    app, container, world = setup
+    me = make_person(
+        container, "customer-a1", [(Role.CUSTOMER, world.a.site_id)], customer_ids=[world.a.customer_id]
+    )
+    client = token_client(app, container, me, [Role.CUSTOMER], [world.a.site_id])
+    html = client.get(f"/api/v1/bills/{world.a.bill_id}/invoice.html")
+    assert html.status_code == 200
+    assert html.headers["content-type"].startswith("text/html")
+    for text in ("Customer A1 Secretname", "ACC-A1", "2026-03-01", "119.52", "11.952 kWh"):
+        assert text in html.text, text
+    pdf = client.get(f"/api/v1/bills/{world.a.bill_id}/invoice.pdf")
+    assert pdf.status_code == 200
+    assert pdf.headers["content-type"] == "application/pdf"
+    assert pdf.content.startswith(b"%PDF-")
+    assert client.get(f"/api/v1/bills/{world.b.bill_id}/invoice.pdf").status_code == 404  # another site's
+
+
+def test_the_html_invoice_escapes_names_and_the_pdf_holds_the_figures() -> None:
+    from datetime import UTC, date, datetime
+
+    from openami.billing.interfaces import BillInfo, BillLineInfo, BillStatus
+    from openami.billing.invoice import InvoiceData, invoice_html, invoice_pdf
+    from openami.registry.interfaces import AccountInfo, CustomerInfo, SiteInfo
+
+    line = BillLineInfo(
+        "energy", "energy all_year/all", None, None, Decimal("12.5"), "kWh", Decimal("10"), 12500
+    )
+    bill = BillInfo(
+        7, 1, 1, date(2026, 3, 1), date(2026, 4, 1), "KES", 12500, 12500, 0, 3, BillStatus.ISSUED, None, None,
+        datetime(2026, 4, 2, tzinfo=UTC), (line,),
+    )  # fmt: skip
+    site = SiteInfo(1, "KSM", "Kisumu", "Africa/Nairobi", "KES", "KE", None, datetime(2026, 1, 1, tzinfo=UTC))
+    data = InvoiceData(bill, site, AccountInfo(1, 1, 1, "A-1", "postpaid"),
+                       CustomerInfo(1, 1, "C-1", "<script>alert(1)</script> 王芳", None, None))  # fmt: skip
+    html = invoice_html(data)
+    assert "<script>" not in html
+    assert "&lt;script&gt;" in html
+    assert "3 of the intervals billed" in html  # estimated intervals are said
+    assert "2026-03-31" in html  # the last day billed, not the day after
+    chinese = invoice_pdf(data, compress=False)
+    assert chinese.startswith(b"%PDF-")
+    assert b"STSong-Light" in chinese  # the Chinese name is set in a font that has it
+    latin = InvoiceData(bill, site, data.account, CustomerInfo(1, 1, "C-1", "Achieng Otieno", None, None))
+    raw = invoice_pdf(latin, compress=False)
+    assert b"125.00" in raw
+    assert b"STSong-Light" not in raw
