@@ -17,6 +17,7 @@ from openami.billing.interfaces import BillLineInfo, BillStatus
 from openami.billing.models import AccountTariff, BillRecord, TariffRecord
 from openami.billing.usage import (
     MWH_PER_WH,
+    MeterUsage,
     account_step_s,
     local_midnight,
     missing_reason,
@@ -89,8 +90,10 @@ def price_period(
     end: date,
     tariffs: dict[int, Tariff],
     replacing: int | None = None,
+    usages: dict[int, MeterUsage] | None = None,
 ) -> PricedBill:
-    """Everything that decides whether the account can be billed for `[start, end)`, then its lines."""
+    """Everything that decides whether the account can be billed for `[start, end)`, then its lines.
+    `usages`: the meters' intervals of the period when the caller read them already (a run reads many at once)."""
     clash = session.scalar(
         select(BillRecord)
         .where(
@@ -110,7 +113,7 @@ def price_period(
     if not meters:
         raise NotBillable("no meters at the account's service points")
     lo, hi = local_midnight(start, site.timezone), local_midnight(end, site.timezone)
-    usages = read_usage(session, meters, lo, hi)
+    usages = read_usage(session, meters, lo, hi) if usages is None else {m.id: usages[m.id] for m in meters}
     for usage in usages.values():
         reason = missing_reason(usage, lo, hi)
         if reason is not None:

@@ -35,6 +35,7 @@ from openami.billing.interfaces import (
 )
 from openami.billing.models import AccountTariff, BillCycle, BillLineRecord, BillRecord, TariffRecord
 from openami.billing.usage import (
+    MeterUsage,
     account_step_s,
     drop_unfinished,
     filled_to,
@@ -51,6 +52,7 @@ from openami.registry.service import RegistryService
 from openami.tariffs.model import Component, Tariff
 from openami.tariffs.native import parse_tariff
 
+_USAGE_BATCH = 500  # accounts whose usage a run reads at once: few queries, bounded memory
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
 _REVENUE = {
     Component.ENERGY: AccountPurpose.REVENUE_ENERGY,
@@ -279,9 +281,18 @@ class BillingService:
         tariffs: dict[int, Tariff] = {}
         outcomes = []
         ledger_accounts: dict[tuple[AccountPurpose, int | None, str | None], int] = {}  # opened in this run
-        for account in self.registry.list_accounts(session, site_id=site_id):
-            if account_ids is not None and account.id not in account_ids:
-                continue
+        chosen = [
+            a
+            for a in self.registry.list_accounts(session, site_id=site_id)
+            if account_ids is None or a.id in account_ids
+        ]
+        lo, hi = local_midnight(period_start, site.timezone), local_midnight(period_end, site.timezone)
+        usages: dict[int, MeterUsage] = {}
+        for n, account in enumerate(chosen):
+            if n % _USAGE_BATCH == 0:
+                # The usage of the next batch of accounts in a few queries, not one per account.
+                batch = [m for a in chosen[n : n + _USAGE_BATCH] for m in meters[a.id]]
+                usages = read_usage(session, batch, lo, hi)
             same = session.scalar(
                 select(BillRecord).where(
                     BillRecord.account_id == account.id,
@@ -296,8 +307,9 @@ class BillingService:
                 continue
             try:
                 priced = price_period(
-                    session, site, account, meters[account.id], period_start, period_end, tariffs
-                )
+                    session, site, account, meters[account.id], period_start, period_end, tariffs,
+                    usages=usages,
+                )  # fmt: skip
             except NotBillable as refused:
                 outcomes.append(
                     AccountOutcome(account.id, account.number, Outcome.NOT_BILLED, refused.reason)
