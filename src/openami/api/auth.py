@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from openami.api.deps import get_container, get_session
 from openami.bootstrap import Container
-from openami.common.errors import NotFoundError
 from openami.registry.interfaces import MeterInfo
 from openami.registry.models import Account
 from openami.security.audit import AuditLog
@@ -245,11 +244,6 @@ class Public:
 PUBLIC = Depends(Public())
 
 
-def not_found(what: str) -> NotFoundError:
-    """The 404 for an object out of the caller's reach: worded as for one that does not exist."""
-    return NotFoundError(what)
-
-
 __all__ = [
     "PUBLIC",
     "Access",
@@ -259,6 +253,5 @@ __all__ = [
     "Require",
     "Role",
     "authenticate",
-    "not_found",
     "require",
 ]

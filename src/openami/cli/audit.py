@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from sqlalchemy.exc import SQLAlchemyError
 
+from openami.cli.common import DatabaseUrl
+from openami.cli.common import fail as _fail
 from openami.common.errors import OpenAMIError, ValidationError
 
 if TYPE_CHECKING:
@@ -21,25 +22,12 @@ app = typer.Typer(
     help="The operation log: verify its hash chain, sign and export checkpoints.", no_args_is_help=True
 )
 
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url", envvar="OPENAMI_DATABASE_URL", help="SQLAlchemy URL (default: SQLite under ./var)"
-    ),
-]
-
 _out = Console()
-_err = Console(stderr=True)
 
 
 @app.callback()
 def audit() -> None:
     """The operation log: verify its hash chain, sign and export checkpoints."""
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    _err.print(f"[red]{escape(message)}[/red]", soft_wrap=True)
-    return typer.Exit(code)
 
 
 def _read_checkpoints(path: Path) -> list[Checkpoint]:

@@ -10,30 +10,19 @@ from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.exc import SQLAlchemyError
 
+from openami.cli.common import DatabaseUrl, cli_actor
+from openami.cli.common import fail as _fail
 from openami.common.errors import ConfigurationError, NotFoundError, OpenAMIError
 
 app = typer.Typer(help="Billing: bill a site's accounts from their validated readings.", no_args_is_help=True)
 
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url", envvar="OPENAMI_DATABASE_URL", help="SQLAlchemy URL (default: SQLite under ./var)"
-    ),
-]
-
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
 _out = Console()
-_err = Console(stderr=True)
 
 
 @app.callback()
 def bill() -> None:
     """Billing: bill a site's accounts from their validated readings."""
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    _err.print(f"[red]{escape(message)}[/red]", soft_wrap=True)
-    return typer.Exit(code)
 
 
 def _money(minor: int, digits: int) -> str:
@@ -58,7 +47,6 @@ def run(
     from openami.billing.interfaces import Outcome
     from openami.billing.service import BillingService
     from openami.bootstrap import bootstrap
-    from openami.cli.actor import cli_actor
     from openami.config import Settings
     from openami.ledger.service import LedgerService
     from openami.security.audit import AuditLog

@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 from rich.console import Console
-from rich.markup import escape
 from sqlalchemy.exc import SQLAlchemyError
 
+from openami.cli.common import DatabaseUrl
+from openami.cli.common import fail as _fail
 from openami.common.errors import ConfigurationError, OpenAMIError
 
 app = typer.Typer(help="The ledger: prove that every journal and every site balances.", no_args_is_help=True)
 
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url", envvar="OPENAMI_DATABASE_URL", help="SQLAlchemy URL (default: SQLite under ./var)"
-    ),
-]
-
 _out = Console()
-_err = Console(stderr=True)
 
 
 @app.callback()
 def ledger() -> None:
     """The ledger: prove that every journal and every site balances."""
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    _err.print(f"[red]{escape(message)}[/red]", soft_wrap=True)
-    return typer.Exit(code)
 
 
 @app.command("check")

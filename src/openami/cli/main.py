@@ -10,9 +10,10 @@ import typer
 from rich.console import Console
 
 from openami.bootstrap import Container
-from openami.cli.actor import cli_actor
 from openami.cli.audit import app as audit_app
 from openami.cli.billing import app as billing_app
+from openami.cli.common import DatabaseUrl, cli_actor, err
+from openami.cli.common import fail as _fail
 from openami.cli.ledger import app as ledger_app
 from openami.cli.registry import app as registry_app
 from openami.cli.tariff import app as tariff_app
@@ -39,14 +40,7 @@ app.add_typer(
     audit_app, name="audit", help="The operation log: verify its hash chain, sign and export checkpoints."
 )
 
-console = Console(stderr=True)
-
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url", envvar="OPENAMI_DATABASE_URL", help="SQLAlchemy URL (default: SQLite under ./var)"
-    ),
-]
+console = err  # messages on stderr, as every command's
 
 
 def _settings(database_url: str | None) -> Settings:
@@ -180,13 +174,6 @@ app.add_typer(keys_app, name="keys")
 
 # Default grace period of `keys rotate`: time to load the new key into the meter in the field.
 DEFAULT_GRACE_HOURS = 72
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    from rich.markup import escape
-
-    console.print(f"[red]{escape(message)}[/red]", soft_wrap=True)
-    return typer.Exit(code)
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from openami.bootstrap import Container, bootstrap
-from openami.cli.actor import cli_actor
+from openami.cli.common import DatabaseUrl, cli_actor
 from openami.common.errors import ConfigurationError, OpenAMIError
 from openami.config import Settings
 from openami.registry.csv_format import parse_registry_csv
@@ -24,13 +24,6 @@ from openami.storage.db import unit_of_work
 app = typer.Typer(
     help="Sites, customers, accounts, transformers, service points and meters.", no_args_is_help=True
 )
-
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url", envvar="OPENAMI_DATABASE_URL", help="SQLAlchemy URL (default: SQLite under ./var)"
-    ),
-]
 
 # The operation log's object_id holds at most 100 characters; a longer file name is cut to fit.
 _MAX_OBJECT_ID = 100

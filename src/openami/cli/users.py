@@ -10,12 +10,12 @@ import secrets
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.exc import SQLAlchemyError
 
 from openami.bootstrap import Container, bootstrap
-from openami.cli.actor import cli_actor
+from openami.cli.common import DatabaseUrl, cli_actor, err
+from openami.cli.common import fail as _fail
 from openami.common.errors import ConfigurationError, OpenAMIError
 from openami.config import Settings
 from openami.security.audit import AuditLog
@@ -24,14 +24,7 @@ from openami.security.models import Role
 from openami.storage.db import unit_of_work
 
 app = typer.Typer(help="People: the first admin of a site, password resets.", no_args_is_help=True)
-console = Console(stderr=True)
-
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url", envvar="OPENAMI_DATABASE_URL", help="SQLAlchemy URL (default: SQLite under ./var)"
-    ),
-]
+console = err  # messages on stderr, as every command's
 
 
 def generated_password() -> str:
@@ -40,11 +33,6 @@ def generated_password() -> str:
         candidate = secrets.token_urlsafe(15)
         if any(c.isdigit() for c in candidate) and any(c.isalpha() for c in candidate):
             return candidate
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[red]{escape(message)}[/red]", soft_wrap=True)
-    return typer.Exit(code)
 
 
 def _container(database_url: str | None) -> Container:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, text
 
 from openami.common.errors import ConflictError
+from openami.storage.append_only import install_append_only, remove_append_only
 
 _APPEND_ONLY = {
     "ledger_account": "ledger accounts are append-only",
@@ -107,42 +108,16 @@ _SQLITE_STATEMENTS = (
 def install_guards(connection: Connection) -> None:
     """Install the ledger's triggers on `connection`'s database (PostgreSQL or SQLite)."""
     dialect = connection.dialect.name
+    statements: tuple[str, ...]
     if dialect == "postgresql":
-        for statement in _PG_STATEMENTS:
-            connection.execute(text(statement))
-        for table, message in _APPEND_ONLY.items():
-            connection.execute(
-                text(
-                    f"CREATE OR REPLACE FUNCTION {table}_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                    f"BEGIN RAISE EXCEPTION '{message}: % refused', TG_OP "
-                    "USING ERRCODE = 'insufficient_privilege'; END $$"
-                )
-            )
-            connection.execute(
-                text(
-                    f"CREATE TRIGGER {table}_no_change BEFORE UPDATE OR DELETE ON {table} "
-                    f"FOR EACH ROW EXECUTE FUNCTION {table}_append_only()"
-                )
-            )
-            connection.execute(
-                text(
-                    f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-                    f"FOR EACH STATEMENT EXECUTE FUNCTION {table}_append_only()"
-                )
-            )
+        statements = _PG_STATEMENTS
     elif dialect == "sqlite":
-        for statement in _SQLITE_STATEMENTS:
-            connection.execute(text(statement))
-        for table, message in _APPEND_ONLY.items():
-            for op in ("UPDATE", "DELETE"):
-                connection.execute(
-                    text(
-                        f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
-                        f"BEGIN SELECT RAISE(ABORT, '{message}: {op} refused'); END"
-                    )
-                )
+        statements = _SQLITE_STATEMENTS
     else:
         raise ConflictError(f"no ledger guards for the {dialect} database")
+    for statement in statements:
+        connection.execute(text(statement))
+    install_append_only(connection, _APPEND_ONLY)
 
 
 def remove_guards(connection: Connection) -> None:
@@ -153,13 +128,7 @@ def remove_guards(connection: Connection) -> None:
         connection.execute(text("DROP TRIGGER IF EXISTS posting_closed_journal ON posting"))
         connection.execute(text("DROP FUNCTION IF EXISTS ledger_check_journal()"))
         connection.execute(text("DROP FUNCTION IF EXISTS ledger_posting_before_journal()"))
-        for table in _APPEND_ONLY:
-            connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_change ON {table}"))
-            connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}"))
-            connection.execute(text(f"DROP FUNCTION IF EXISTS {table}_append_only()"))
     else:
         connection.execute(text("DROP TRIGGER IF EXISTS posting_closed_journal"))
         connection.execute(text("DROP TRIGGER IF EXISTS journal_balanced"))
-        for table in _APPEND_ONLY:
-            connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_update"))
-            connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_delete"))
+    remove_append_only(connection, _APPEND_ONLY)

@@ -22,8 +22,8 @@ from openami.bootstrap import Container
 from openami.common.errors import NotFoundError, ValidationError
 from openami.registry.models import Customer
 from openami.security.audit import AuditEntry, AuditLog, decode_json
-from openami.security.identity import AuthRefusal, IdentityService, TokenInfo, UserInfo, user_info
-from openami.security.models import AppUser, Role, UserRole
+from openami.security.identity import AuthRefusal, IdentityService, TokenInfo, UserInfo
+from openami.security.models import Role, UserRole
 from openami.security.permissions import Permission
 from openami.security.schemas import (
     AuditEntryOut,
@@ -306,26 +306,13 @@ def revoke_my_token(
 # --- people of the caller's sites -----------------------------------------------------------------------------
 
 
-def _user_info_of(session: Session, user_id: int) -> UserInfo:
-    user = session.get(AppUser, user_id)
-    if user is None:
-        raise NotFoundError(f"no user with id {user_id}")
-    return user_info(user)
-
-
 def _visible_user(session: Session, access: Access, user_id: int, *, or_unassigned: bool = False) -> UserInfo:
     """The person `user_id` if they hold a role on a site in the caller's reach (or, with `or_unassigned`, none
     at all: just created); otherwise 404, as for a person who does not exist."""
     sites = set(session.scalars(select(UserRole.site_id).where(UserRole.user_id == user_id)))
-    identity_user = None
-    if sites & access.reach.site_ids or (or_unassigned and not sites):
-        try:
-            identity_user = _user_info_of(session, user_id)
-        except NotFoundError:
-            identity_user = None
-    if identity_user is None:
+    if not (sites & access.reach.site_ids or (or_unassigned and not sites)):
         raise NotFoundError(f"no user with id {user_id}")
-    return identity_user
+    return IdentityService.user_info(session, user_id)  # the same 404 when there is no such person
 
 
 def _detail(session: Session, identity: IdentityService, access: Access, user: UserInfo) -> UserDetailOut:

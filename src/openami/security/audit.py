@@ -31,6 +31,7 @@ from openami.security.audit_chain import (
     format_instant,
     verify_chain,
 )
+from openami.storage.append_only import install_append_only, remove_append_only
 from openami.storage.base import Base, UTCDateTime
 
 # Any constant the rest of openami does not use as an advisory lock key: "audit" in ASCII.
@@ -80,50 +81,12 @@ _GUARDED = {
 
 def install_guards(connection: Connection) -> None:
     """Make `audit_entry` and `audit_checkpoint` refuse UPDATE, DELETE (and TRUNCATE on PostgreSQL) by trigger."""
-    if connection.dialect.name == "postgresql":
-        for table, message in _GUARDED.items():
-            connection.execute(
-                text(
-                    f"CREATE OR REPLACE FUNCTION {table}_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                    f"BEGIN RAISE EXCEPTION '{message}: % refused', TG_OP "
-                    "USING ERRCODE = 'insufficient_privilege'; END $$"
-                )
-            )
-            connection.execute(
-                text(
-                    f"CREATE TRIGGER {table}_no_change BEFORE UPDATE OR DELETE ON {table} "
-                    f"FOR EACH ROW EXECUTE FUNCTION {table}_append_only()"
-                )
-            )
-            connection.execute(
-                text(
-                    f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-                    f"FOR EACH STATEMENT EXECUTE FUNCTION {table}_append_only()"
-                )
-            )
-    elif connection.dialect.name == "sqlite":
-        for table, message in _GUARDED.items():
-            for op in ("UPDATE", "DELETE"):
-                connection.execute(
-                    text(
-                        f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
-                        f"BEGIN SELECT RAISE(ABORT, '{message}: {op} refused'); END"
-                    )
-                )
-    else:
-        raise ConflictError(f"no append-only guard for the {connection.dialect.name} database")
+    install_append_only(connection, _GUARDED)
 
 
 def remove_guards(connection: Connection) -> None:
     """Undo `install_guards` (for a migration's downgrade)."""
-    for table in _GUARDED:
-        if connection.dialect.name == "postgresql":
-            connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_change ON {table}"))
-            connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}"))
-            connection.execute(text(f"DROP FUNCTION IF EXISTS {table}_append_only()"))
-        else:
-            connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_update"))
-            connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_delete"))
+    remove_append_only(connection, _GUARDED)
 
 
 def generate_signing_key() -> tuple[bytes, str]:

@@ -249,7 +249,8 @@ class IdentityService:
 
     # -- users -----------------------------------------------------------------------------------------------
 
-    def _user(self, session: Session, user_id: int) -> AppUser:
+    @staticmethod
+    def _user(session: Session, user_id: int) -> AppUser:
         user = session.get(AppUser, user_id)
         if user is None:
             raise NotFoundError(f"no user with id {user_id}")
@@ -284,7 +285,12 @@ class IdentityService:
         return user_info(user)
 
     def get_user(self, session: Session, user_id: int) -> UserInfo:
-        return user_info(self._user(session, user_id))
+        return self.user_info(session, user_id)
+
+    @staticmethod
+    def user_info(session: Session, user_id: int) -> UserInfo:
+        """The user `user_id`; NotFoundError when there is none. Needs no service (no clock, no hashing)."""
+        return user_info(IdentityService._user(session, user_id))
 
     def set_password(self, session: Session, user_id: int, password: str) -> None:
         """Replace the password (after the policy) and lift any lock: for a change or an administrator's reset."""

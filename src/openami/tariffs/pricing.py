@@ -251,11 +251,7 @@ def _calendar(
     shares them with every other load on the same grid: computed once."""
     starts = load.start_s
     n = len(starts)
-    if (
-        n > 1
-        and int(starts[-1] - starts[0]) == (n - 1) * load.interval_s
-        and bool(np.all(np.diff(starts) == load.interval_s))
-    ):
+    if n > 1 and bool(np.all(np.diff(starts) == load.interval_s)):
         return _grid_calendar(int(starts[0]), n, load.interval_s, tariff.timezone, tariff.holidays, extra)
     times = local_times(starts, tariff.timezone)
     dates = times.dates()
@@ -459,29 +455,16 @@ def _demand_lines(
     demand = version.demand
     assert demand is not None  # noqa: S101  (checked by the caller)
     window_s = demand.window_minutes * 60
-    starts = load.start_s[mask]
-    energy = load.import_mwh[mask]
-    if not len(starts):
+    if mask.start == mask.stop:
         return []
-    if load.interval_s >= window_s:
-        # Intervals as long as the window or longer: each one's mean power is the best the data can tell.
-        power_w = energy.astype(np.float64) / 1000 / (load.interval_s / 3600)
-        window_period = period
-    else:
-        window = starts // window_s
-        windows, inverse = np.unique(window, return_inverse=True)
-        sums = np.zeros(len(windows), dtype=np.int64)
-        np.add.at(sums, inverse, energy)
-        power_w = sums.astype(np.float64) / 1000 / (window_s / 3600)
-        first = np.full(len(windows), -1, dtype=np.int64)
-        first[inverse[::-1]] = period[::-1]  # the period of each window's first interval
-        window_period = first
+    power_w, first_of_window = _window_power(load, mask, window_s)
+    window_period = period[first_of_window]  # a window's period is its first interval's
     lines = []
     share = segment.of_bill
     prorated = f", {segment.days} of the bill's days" if share != 1 else ""
     if demand.flat_price_per_kw:
         # The bill's highest window, whichever part of the bill it fell in.
-        peak_kw = _peak_kw(load, bill_mask, window_s)
+        peak_kw = _kw(_window_power(load, bill_mask, window_s)[0])
         price = demand.flat_price_per_kw * share
         lines.append(Line(Component.DEMAND, f"demand, highest {demand.window_minutes}-min mean{prorated}", peak_kw,
                           "kW", price, _money(peak_kw * price, digits)))  # fmt: skip
@@ -490,25 +473,27 @@ def _demand_lines(
         chosen = power_w[window_period == i]
         if not len(chosen):
             continue
-        peak_kw = Decimal(str(round(float(chosen.max()) / 1000, 3)))
+        peak_kw = _kw(chosen)
         price = key_price * share
         lines.append(Line(Component.DEMAND, f"demand {key}, highest {demand.window_minutes}-min mean{prorated}",
                           peak_kw, "kW", price, _money(peak_kw * price, digits), key))  # fmt: skip
     return lines
 
 
-def _peak_kw(load: Load, span: slice, window_s: int) -> Decimal:
-    """The highest mean power (kW, to the watt) over clock-aligned windows of `window_s` in `span` of the load."""
+def _window_power(load: Load, span: slice, window_s: int) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Mean power (W) over each clock-aligned window of `window_s` in `span` of the load, and the index (within
+    the span) of each window's first interval. Intervals as long as the window or longer: each one's own mean,
+    the best the data can tell."""
     starts, energy = load.start_s[span], load.import_mwh[span]
-    if not len(starts):
-        return Decimal(0)
     if load.interval_s >= window_s:
-        power_w = energy.astype(np.float64) / 1000 / (load.interval_s / 3600)
-    else:
-        _windows, inverse = np.unique(starts // window_s, return_inverse=True)
-        sums = np.bincount(inverse, weights=energy)
-        power_w = sums / 1000 / (window_s / 3600)
-    return Decimal(str(round(float(power_w.max()) / 1000, 3)))
+        return energy / 1000 / (load.interval_s / 3600), np.arange(len(starts), dtype=np.int64)
+    _windows, first, inverse = np.unique(starts // window_s, return_index=True, return_inverse=True)
+    return np.bincount(inverse, weights=energy) / 1000 / (window_s / 3600), first.astype(np.int64)
+
+
+def _kw(power_w: NDArray[np.float64]) -> Decimal:
+    """The highest of `power_w` in kW, to the watt (0 when there is none)."""
+    return Decimal(str(round(float(power_w.max()) / 1000, 3))) if len(power_w) else Decimal(0)
 
 
 def _minimum_and_taxes(tariff: Tariff, bill: Bill, segments: list[_Segment]) -> list[Line]:

@@ -46,9 +46,13 @@ class RouteInfo:
     def __str__(self) -> str:
         return f"{self.method} {self.path}"
 
+    def url(self, values: Mapping[str, Any]) -> str:
+        """The route's path with its parameters taken from `values` (by name)."""
+        return _PARAM.sub(lambda m: str(values[m.group(1)]), self.path)
+
     def call(self, client: TestClient, values: Mapping[str, Any], body: Any = None) -> Response:
-        """Call the route with its path parameters taken from `values` (by name); `{}` as body for writes."""
-        url = _PARAM.sub(lambda m: str(values[m.group(1)]), self.path)
+        """Call the route with its path parameters taken from `values`; `{}` as body for writes."""
+        url = self.url(values)
         if self.method in ("POST", "PUT", "PATCH"):
             return client.request(self.method, url, json={} if body is None else body)
         return client.request(self.method, url)

@@ -76,10 +76,7 @@ def _probe(
     """(status, response text, what the probe itself sent: its URL and body)."""
     values = tenant.values(**extra)
     if route.method == "GET":
-        url = route.path
-        for name, value in values.items():
-            url = url.replace("{" + name + "}", str(value))
-        response = client.get(url + READ_PARAMS)
+        response = client.get(route.url(values) + READ_PARAMS)
         return response.status_code, response.text, str(response.request.url)
     # A plausible body aimed at the other tenant: its site, customer, account...
     body = {

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from openami import bootstrap as bootstrap_module
 from openami.bootstrap import Container
 from openami.cli import registry as registry_cli
-from openami.cli.actor import cli_actor
+from openami.cli.common import cli_actor
 from openami.cli.registry import app
 from openami.common.clock import ManualClock
 from openami.config import Settings
