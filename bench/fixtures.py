@@ -1,18 +1,22 @@
 """What the benchmarks share: a scratch PostgreSQL database, a throwaway master key, a registered fleet, and its
-frames."""
+frames; bulk writes straight into tables (COPY, with ids from the tables' own sequences); the peak memory."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
+from psycopg import sql
 from pydantic import SecretStr
+from sqlalchemy import Connection
 
 from openami.bootstrap import Container
 from openami.common.obis import ACTIVE_IMPORT_INTERVAL, ACTIVE_IMPORT_TOTAL, ACTIVE_POWER_IMPORT
@@ -141,3 +145,52 @@ def first_day_for(days: int, now: datetime | None = None) -> datetime:
     """Midnight UTC `days` days before today, so every value is in the past and recent enough to be accepted."""
     now = now or datetime.now(UTC)
     return now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days)
+
+
+def driver_connection(conn: Connection) -> psycopg.Connection[Any]:
+    """The psycopg connection under a SQLAlchemy connection to PostgreSQL (in its transaction)."""
+    driver = conn.connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        raise TypeError(f"expected a psycopg connection to PostgreSQL, got {type(driver).__name__}")
+    return driver
+
+
+def reserve_ids(conn: psycopg.Connection[Any], table: str, n: int) -> list[int]:
+    """`n` fresh ids from the sequence of `table.id`, ascending: the ids inserts without one would have taken,
+    and the sequence stays ahead of them, so later inserts through the ORM do not collide."""
+    rows = conn.execute(
+        "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", (table, n)
+    ).fetchall()
+    return sorted(row[0] for row in rows)
+
+
+def copy_rows(
+    conn: psycopg.Connection[Any], table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> int:
+    """COPY `rows` (text format: psycopg adapts each Python value) into `columns` of `table`, as they come.
+
+    Returns the number of rows the server reports written; the caller's transaction commits them.
+    """
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with conn.cursor() as cursor:
+        with cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+        return cursor.rowcount
+
+
+def database_size_bytes(database_url: str) -> int:
+    """What the database of `database_url` takes on disk (tables, indexes, TOAST), as PostgreSQL counts it."""
+    name = database_url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_database_size(%s)", (name,)).fetchone()
+    if row is None:
+        raise RuntimeError(f"no database {name!r} on {PG_ADMIN_DSN}")
+    return int(row[0])
+
+
+def peak_rss_mb() -> float:
+    """The highest resident memory of this process so far, in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -5,6 +5,7 @@ and each is in the operation log."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from openami.api.auth import Access, require
 from openami.api.deps import get_container, get_session
-from openami.billing.interfaces import BillInfo, BillLineInfo, CostEstimate
+from openami.billing.interfaces import AccountOutcome, BillInfo, BillLineInfo, CostEstimate, Outcome
 from openami.billing.invoice import InvoiceData, invoice_html, invoice_pdf
 from openami.billing.service import BillingService
 from openami.bootstrap import Container
@@ -229,31 +230,37 @@ def run_billing(
     found = _MONTH.fullmatch(body.month)
     if found is None or not 1 <= int(found[2]) <= 12:
         raise ValidationError(f"must be YYYY-MM, got {body.month!r}", "month")
-    reports = _service(container).run_month(session, site_id, int(found[1]), int(found[2]))
+
+    def commit_batch(outcomes: Sequence[AccountOutcome]) -> None:
+        # Each batch of bills is committed with its own operation-log entry (see BillingService.run_billing).
+        access.record(
+            session,
+            action="billing.run",
+            object_type="site",
+            object_id=str(site_id),
+            after={
+                "month": body.month,
+                "billed": [o.bill.id for o in outcomes if o.bill is not None],
+                "not_billed": sum(1 for o in outcomes if o.outcome is Outcome.NOT_BILLED),
+            },
+            site_id=site_id,
+        )
+        session.commit()
+
+    reports = _service(container).run_month(
+        session, site_id, int(found[1]), int(found[2]), after_batch=commit_batch
+    )
     outcomes = [o for r in reports for o in r.accounts]
     billed = [o for o in outcomes if o.bill is not None]
     not_billed = [
         {"account": o.account_number, "reason": o.reason}
         for o in outcomes
-        if o.bill is None and o.outcome.value == "not_billed"
+        if o.bill is None and o.outcome is Outcome.NOT_BILLED
     ]
-    access.record(
-        session,
-        action="billing.run",
-        object_type="site",
-        object_id=str(site_id),
-        after={
-            "month": body.month,
-            "billed": [o.bill.id for o in billed if o.bill],
-            "not_billed": len(not_billed),
-        },
-        site_id=site_id,
-    )
-    session.commit()
     return RunOut(
         site_id=site_id,
         month=body.month,
         billed=len(billed),
-        already_billed=sum(1 for o in outcomes if o.outcome.value == "already_billed"),
+        already_billed=sum(1 for o in outcomes if o.outcome is Outcome.ALREADY_BILLED),
         not_billed=not_billed,
     )

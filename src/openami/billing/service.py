@@ -13,16 +13,17 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
-from openami.billing.charges import NotBillable, PricedBill, price_load, price_period
+from openami.billing.charges import NotBillable, PeriodReader, PricedBill, price_load, price_period
 from openami.billing.interfaces import (
     AccountOutcome,
     BillInfo,
@@ -34,25 +35,19 @@ from openami.billing.interfaces import (
     TariffInfo,
 )
 from openami.billing.models import AccountTariff, BillCycle, BillLineRecord, BillRecord, TariffRecord
-from openami.billing.usage import (
-    MeterUsage,
-    account_step_s,
-    drop_unfinished,
-    filled_to,
-    local_midnight,
-    read_usage,
-    to_load,
-)
+from openami.billing.usage import account_step_s, drop_unfinished, filled_to, local_midnight, to_load
 from openami.common.clock import Clock, ensure_aware
 from openami.common.errors import ConflictError, NotFoundError, ValidationError
-from openami.ledger.interfaces import AccountPurpose, JournalKind, NewPosting
+from openami.ledger.interfaces import AccountPurpose, JournalKind, NewJournal, NewPosting
 from openami.ledger.service import LedgerService
 from openami.registry.interfaces import AccountInfo, MeterInfo, SiteInfo
 from openami.registry.service import RegistryService
+from openami.storage.numbered import insert_numbered
 from openami.tariffs.model import Component, Tariff
 from openami.tariffs.native import parse_tariff
 
-_USAGE_BATCH = 500  # accounts whose usage a run reads at once: few queries, bounded memory
+_BATCH = 500  # accounts a run reads, prices and writes at once: few statements, bounded memory
+_RECEIVABLE = (AccountPurpose.RECEIVABLE, None)
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
 _REVENUE = {
     Component.ENERGY: AccountPurpose.REVENUE_ENERGY,
@@ -82,6 +77,18 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     raise TypeError(f"{type(value).__name__} has no JSON form")
+
+
+@dataclass(frozen=True)
+class _NewBill:
+    """A bill priced and about to be written."""
+
+    account: AccountInfo
+    start: date
+    end: date
+    priced: PricedBill
+    reference: str  # the journal's external reference
+    replaces: int | None = None
 
 
 def _bill_info(row: BillRecord, lines: Sequence[BillLineRecord]) -> BillInfo:
@@ -260,6 +267,7 @@ class BillingService:
         period_end: date,
         *,
         account_ids: Collection[int] | None = None,
+        after_batch: Callable[[Sequence[AccountOutcome]], None] | None = None,
     ) -> BillingRunReport:
         """Bill every account of the site for the local days `[period_start, period_end)`.
 
@@ -271,6 +279,12 @@ class BillingService:
         once); one that cannot be billed is reported with the reason, and nothing is written for it.
         `account_ids` narrows the run to those accounts of the site. ValidationError for a period that is
         empty or not over yet.
+
+        Accounts are taken 500 at a time; `after_batch` is called with each batch's outcomes once its bills are
+        written. A caller billing thousands of accounts commits there (with its operation-log entry for the
+        batch): one transaction for a whole site of 100,000 accounts would hold one PostgreSQL lock per new
+        journal reference and receivable to its end, more than the server's lock table holds. A run broken off
+        between batches is finished by running it again (the batches written are already billed).
         """
         site = self._site(session, site_id)
         self._check_period(site, period_start, period_end)
@@ -278,54 +292,74 @@ class BillingService:
         for meter in self.registry.meter_infos(session, site_id):
             if meter.account_id is not None:
                 meters[meter.account_id].append(meter)
-        tariffs: dict[int, Tariff] = {}
-        outcomes = []
-        ledger_accounts: dict[tuple[AccountPurpose, int | None, str | None], int] = {}  # opened in this run
         chosen = [
             a
             for a in self.registry.list_accounts(session, site_id=site_id)
             if account_ids is None or a.id in account_ids
         ]
-        lo, hi = local_midnight(period_start, site.timezone), local_midnight(period_end, site.timezone)
-        usages: dict[int, MeterUsage] = {}
-        for n, account in enumerate(chosen):
-            if n % _USAGE_BATCH == 0:
-                # The usage of the next batch of accounts in a few queries, not one per account.
-                batch = [m for a in chosen[n : n + _USAGE_BATCH] for m in meters[a.id]]
-                usages = read_usage(session, batch, lo, hi)
-            same = session.scalar(
-                select(BillRecord).where(
-                    BillRecord.account_id == account.id,
-                    BillRecord.period_start == period_start,
-                    BillRecord.status == BillStatus.ISSUED.value,
-                )
+        tariffs: dict[int, Tariff] = {}
+        opened: dict[
+            tuple[AccountPurpose, str | None], int
+        ] = {}  # revenue and tax accounts opened in this run
+        outcomes: list[AccountOutcome] = []
+        for at in range(0, len(chosen), _BATCH):
+            batch = chosen[at : at + _BATCH]
+            reader = PeriodReader(
+                session, site, {a.id: meters[a.id] for a in batch}, period_start, period_end
             )
-            if same is not None and same.period_end == period_end:
-                outcomes.append(
-                    AccountOutcome(account.id, account.number, Outcome.ALREADY_BILLED, f"bill {same.id}")
+            billable: list[tuple[int, _NewBill]] = []  # (place in outcomes, bill)
+            for account in batch:
+                same = [
+                    c
+                    for c in reader.clashes.get(account.id, ())
+                    if (c.start, c.end) == (period_start, period_end)
+                ]
+                if same:
+                    outcomes.append(
+                        AccountOutcome(
+                            account.id, account.number, Outcome.ALREADY_BILLED, f"bill {same[0].bill_id}"
+                        )
+                    )
+                    continue
+                try:
+                    priced = price_period(reader, account, tariffs)
+                except NotBillable as refused:
+                    outcomes.append(
+                        AccountOutcome(account.id, account.number, Outcome.NOT_BILLED, refused.reason)
+                    )
+                    continue
+                reference = f"bill:{account.id}:{period_start.isoformat()}"
+                billable.append(
+                    (len(outcomes), _NewBill(account, period_start, period_end, priced, reference))
                 )
-                continue
-            try:
-                priced = price_period(
-                    session, site, account, meters[account.id], period_start, period_end, tariffs,
-                    usages=usages,
-                )  # fmt: skip
-            except NotBillable as refused:
-                outcomes.append(
-                    AccountOutcome(account.id, account.number, Outcome.NOT_BILLED, refused.reason)
+                outcomes.append(AccountOutcome(account.id, account.number, Outcome.BILLED))
+            issued = self._issue(session, site, [b for _, b in billable], opened)
+            for (place, new), bill in zip(billable, issued, strict=True):
+                outcomes[place] = AccountOutcome(
+                    new.account.id, new.account.number, Outcome.BILLED, bill=bill
                 )
-                continue
-            bill = self._issue(
-                session, site, account, period_start, period_end, priced,
-                reference=f"bill:{account.id}:{period_start.isoformat()}", ledger_accounts=ledger_accounts,
-            )  # fmt: skip
-            outcomes.append(AccountOutcome(account.id, account.number, Outcome.BILLED, bill=bill))
+            if at == 0 and len(chosen) > _BATCH and session.get_bind().dialect.name == "postgresql":
+                # Many batches to come: the planner must know the tables are growing (LedgerService
+                # .refresh_statistics says why); ANALYZE counts this transaction's own new rows.
+                self.ledger.refresh_statistics(session)
+                session.execute(text("ANALYZE bill, bill_line"))
+            if after_batch is not None:
+                after_batch(outcomes[at:])
         return BillingRunReport(site_id, period_start, period_end, tuple(outcomes))
 
-    def run_month(self, session: Session, site_id: int, year: int, month: int) -> list[BillingRunReport]:
+    def run_month(
+        self,
+        session: Session,
+        site_id: int,
+        year: int,
+        month: int,
+        *,
+        after_batch: Callable[[Sequence[AccountOutcome]], None] | None = None,
+    ) -> list[BillingRunReport]:
         """The billing run of a month: every account of the site billed for its cycle whose last day falls in
         the month (a calendar-month account: the month itself; cycle day 15: the 15th of the month before to the
-        14th). One report per distinct cycle; a cycle not over yet reports its accounts as not billed."""
+        14th). One report per distinct cycle; a cycle not over yet reports its accounts as not billed.
+        `after_batch`: as for `run_billing`."""
         if not 1 <= month <= 12 or not 1 <= year <= 9999:
             raise ValidationError(f"no such month {year}-{month:02d}", "month")
         site = self._site(session, site_id)
@@ -349,7 +383,11 @@ class BillingService:
                 outcomes = tuple(AccountOutcome(a, numbers[a], Outcome.NOT_BILLED, reason) for a in members)
                 reports.append(BillingRunReport(site_id, start, end, outcomes))
                 continue
-            reports.append(self.run_billing(session, site_id, start, end, account_ids=set(members)))
+            reports.append(
+                self.run_billing(
+                    session, site_id, start, end, account_ids=set(members), after_batch=after_batch
+                )
+            )
         return reports
 
     def rebill(self, session: Session, bill_id: int, reason: str) -> BillInfo:
@@ -367,10 +405,11 @@ class BillingService:
         site = self._site(session, row.site_id)
         account = self._account(session, row.account_id)
         meters = self.registry.meters_for_account(session, site.code, account.number)
+        reader = PeriodReader(
+            session, site, {account.id: meters}, row.period_start, row.period_end, replacing=row.id
+        )
         try:
-            priced = price_period(
-                session, site, account, meters, row.period_start, row.period_end, {}, replacing=row.id
-            )
+            priced = price_period(reader, account, {})
         except NotBillable as refused:
             raise ValidationError(refused.reason, f"rebill of bill {bill_id}") from None
         now = self.clock.now()
@@ -383,16 +422,9 @@ class BillingService:
         row.status, row.reversal_reason, row.reversed_at = BillStatus.REVERSED.value, reason, now
         session.flush()
         reference = f"bill:{account.id}:{row.period_start.isoformat()}:replaces:{bill_id}"
-        return self._issue(
-            session,
-            site,
-            account,
-            row.period_start,
-            row.period_end,
-            priced,
-            reference=reference,
-            replaces=bill_id,
-        )
+        new = _NewBill(account, row.period_start, row.period_end, priced, reference, replaces=bill_id)
+        (bill,) = self._issue(session, site, [new], {})
+        return bill
 
     # -- cost so far and projection -------------------------------------------------------------------------
 
@@ -422,11 +454,11 @@ class BillingService:
         today = now.astimezone(ZoneInfo(site.timezone)).date()
         start, end = cycle_of(today, self.cycle_day(session, account_id))
         meters = self.registry.meters_for_account(session, site.code, account.number)
-        usages = read_usage(session, meters, local_midnight(start, site.timezone), now)
-        for usage in usages.values():
+        reader = PeriodReader(session, site, {account.id: meters}, start, end, read_until=now)
+        usages = [reader.usages[m.id] for m in meters]
+        for usage in usages:
             drop_unfinished(usage, now)
-        step = account_step_s(list(usages.values()))
-        load = to_load(list(usages.values()), step)
+        load = to_load(usages, account_step_s(usages))
         last_day = end if project else today + timedelta(days=1)
         if project:
             load = filled_to(
@@ -435,11 +467,9 @@ class BillingService:
                 int(local_midnight(end, site.timezone).timestamp()),
                 site.timezone,
             )
-        estimated = sum(u.estimated for u in usages.values())
+        estimated = sum(u.estimated for u in usages)
         try:
-            priced = price_load(
-                session, site, account, [m.id for m in meters], load, start, last_day, {}, estimated
-            )
+            priced = price_load(reader, account, load, start, last_day, {}, estimated)
         except NotBillable as refused:
             raise ValidationError(refused.reason, f"account {account.number!r}") from None
         return CostEstimate(
@@ -450,7 +480,7 @@ class BillingService:
             currency=priced.currency,
             total_minor=priced.total_minor,
             import_wh=priced.import_wh,
-            intervals_measured=sum(len(u.import_start_s) + len(u.export_start_s) for u in usages.values()),
+            intervals_measured=sum(len(u.import_start_s) + len(u.export_start_s) for u in usages),
             intervals_estimated=estimated,
             lines=priced.lines,
         )
@@ -461,98 +491,121 @@ class BillingService:
         self,
         session: Session,
         site: SiteInfo,
-        account: AccountInfo,
-        start: date,
-        end: date,
-        priced: PricedBill,
-        *,
-        reference: str,
-        replaces: int | None = None,
-        ledger_accounts: dict[tuple[AccountPurpose, int | None, str | None], int] | None = None,
-    ) -> BillInfo:
-        """Post the bill's journal, then store the bill and its lines. `ledger_accounts`: ledger account ids
-        already opened in this transaction (a run opens the revenue and tax accounts once, not once a bill)."""
-        postings = self._postings(
-            session, site, account, priced, {} if ledger_accounts is None else ledger_accounts
+        bills: Sequence[_NewBill],
+        opened: dict[tuple[AccountPurpose, str | None], int],
+    ) -> list[BillInfo]:
+        """Post the bills' journals, then store the bills and their lines: a few statements for any number of
+        bills. `opened`: the revenue and tax ledger accounts already opened in this transaction (a run opens
+        them once, not once a bill)."""
+        if not bills:
+            return []
+        now = self.clock.now()
+        sums = [self._sums(b.priced) for b in bills]
+        debtors = sorted({b.account.id for b, s in zip(bills, sums, strict=True) if s.get(_RECEIVABLE)})
+        receivables = self.ledger.open_accounts(
+            session, site_id=site.id, purpose=AccountPurpose.RECEIVABLE, customer_account_ids=debtors
         )
-        journal_id = None
-        if postings:
-            journal = self.ledger.post(
-                session,
-                site_id=site.id,
-                kind=JournalKind.BILL,
-                currency=priced.currency,
-                occurred_at=self.clock.now(),
-                postings=postings,
-                external_reference=reference,
-                memo=f"bill of account {account.number}, {start.isoformat()} to {end.isoformat()}"[:500],
-            )
-            journal_id = journal.id
-        row = BillRecord(
-            account_id=account.id,
-            site_id=site.id,
-            period_start=start,
-            period_end=end,
-            currency=priced.currency,
-            total_minor=priced.total_minor,
-            import_wh=priced.import_wh,
-            export_wh=priced.export_wh,
-            intervals_estimated=priced.estimated,
-            status=BillStatus.ISSUED.value,
-            journal_id=journal_id,
-            replaces_bill_id=replaces,
-            created_at=self.clock.now(),
-        )
-        session.add(row)
-        session.flush()
-        lines = [
-            BillLineRecord(
-                bill_id=row.id,
-                line_no=n,
-                component=line.component,
-                description=line.description[:300],
-                period=line.period,
-                tier=line.tier,
-                quantity=line.quantity,
-                unit=line.unit,
-                unit_price=line.unit_price,
-                amount_minor=line.amount_minor,
-            )
-            for n, line in enumerate(priced.lines, start=1)
+        journals: list[NewJournal] = []
+        posted: list[int] = []  # which bills post a journal (a bill of nothing posts nothing)
+        for n, (new, amounts) in enumerate(zip(bills, sums, strict=True)):
+            postings = []
+            for key, amount in amounts.items():
+                if not amount:
+                    continue
+                if key == _RECEIVABLE:
+                    ledger_account = receivables[new.account.id].id
+                else:
+                    if key not in opened:
+                        purpose, name = key
+                        opened[key] = self.ledger.open_account(
+                            session, site_id=site.id, purpose=purpose, name=name
+                        ).id
+                    ledger_account = opened[key]
+                postings.append(NewPosting(ledger_account, amount))
+            if postings:
+                memo = (
+                    f"bill of account {new.account.number}, {new.start.isoformat()} to {new.end.isoformat()}"
+                )
+                journals.append(NewJournal(tuple(postings), new.reference, memo[:500]))
+                posted.append(n)
+        journal_ids: list[int | None] = [None] * len(bills)
+        written = self.ledger.post_many(
+            session, site_id=site.id, kind=JournalKind.BILL, currency=site.currency, occurred_at=now,
+            journals=journals,
+        )  # fmt: skip
+        for n, journal in zip(posted, written, strict=True):
+            journal_ids[n] = journal.id
+        rows = [
+            {
+                "account_id": new.account.id,
+                "site_id": site.id,
+                "period_start": new.start,
+                "period_end": new.end,
+                "currency": new.priced.currency,
+                "total_minor": new.priced.total_minor,
+                "import_wh": new.priced.import_wh,
+                "export_wh": new.priced.export_wh,
+                "intervals_estimated": new.priced.estimated,
+                "status": BillStatus.ISSUED.value,
+                "journal_id": journal_id,
+                "replaces_bill_id": new.replaces,
+                "created_at": now,
+            }
+            for new, journal_id in zip(bills, journal_ids, strict=True)
         ]
-        session.add_all(lines)
-        session.flush()
-        return _bill_info(row, lines)
+        bill_ids = insert_numbered(session, BillRecord, rows)
+        lines = [
+            {
+                "bill_id": bill_id,
+                "line_no": n,
+                "component": line.component,
+                "description": line.description,
+                "period": line.period,
+                "tier": line.tier,
+                "quantity": line.quantity,
+                "unit": line.unit,
+                "unit_price": line.unit_price,
+                "amount_minor": line.amount_minor,
+            }
+            for bill_id, new in zip(bill_ids, bills, strict=True)
+            for n, line in enumerate(new.priced.lines, start=1)
+        ]
+        if lines:
+            session.execute(insert(BillLineRecord).execution_options(render_nulls=True), lines)
+        return [
+            BillInfo(
+                id=bill_id,
+                account_id=new.account.id,
+                site_id=site.id,
+                period_start=new.start,
+                period_end=new.end,
+                currency=new.priced.currency,
+                total_minor=new.priced.total_minor,
+                import_wh=new.priced.import_wh,
+                export_wh=new.priced.export_wh,
+                intervals_estimated=new.priced.estimated,
+                status=BillStatus.ISSUED,
+                journal_id=journal_id,
+                replaces_bill_id=new.replaces,
+                created_at=now,
+                lines=new.priced.lines,
+            )
+            for bill_id, new, journal_id in zip(bill_ids, bills, journal_ids, strict=True)
+        ]
 
-    def _postings(
-        self,
-        session: Session,
-        site: SiteInfo,
-        account: AccountInfo,
-        priced: PricedBill,
-        opened: dict[tuple[AccountPurpose, int | None, str | None], int],
-    ) -> list[NewPosting]:
-        """Debit the receivable the total; credit revenue per component and tax payable per tax (export credit,
-        contra-revenue, is debited). Zero sums are left out: a bill of nothing posts nothing."""
+    @staticmethod
+    def _sums(priced: PricedBill) -> dict[tuple[AccountPurpose, str | None], int]:
+        """The bill's journal as sums per ledger account: debit the receivable the total; credit revenue per
+        component and tax payable per tax (export credit, contra-revenue, is debited). Zero sums stay in; the
+        caller leaves them out, so a bill of nothing posts nothing."""
         sums: dict[tuple[AccountPurpose, str | None], int] = defaultdict(int)
         for line in priced.lines:
             component = Component(line.component)
             key = (AccountPurpose.TAX_PAYABLE, line.description) if component is Component.TAX else (
                 _REVENUE[component], None)  # fmt: skip
             sums[key] -= line.amount_minor
-        sums[AccountPurpose.RECEIVABLE, None] += priced.total_minor
-        postings = []
-        for (purpose, name), amount in sums.items():
-            if not amount:
-                continue
-            customer = account.id if purpose is AccountPurpose.RECEIVABLE else None
-            opened_key = (purpose, customer, name)
-            if opened_key not in opened:
-                opened[opened_key] = self.ledger.open_account(
-                    session, site_id=site.id, purpose=purpose, customer_account_id=customer, name=name
-                ).id
-            postings.append(NewPosting(opened[opened_key], amount))
-        return postings
+        sums[_RECEIVABLE] += priced.total_minor
+        return sums
 
     # -- helpers --------------------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Annotated
 
 import typer
@@ -40,11 +41,12 @@ def run(
     """Bill every account of the site for its cycle that ends in MONTH (a calendar-month account: MONTH itself).
 
     Prints one line per account: billed (with the bill's total), already billed, or not billed and why. The
-    run and an operation-log entry (`billing.run`, as `cli:<user>`) are committed together. Exits 0 when the run
+    run is committed 500 accounts at a time, each batch with an operation-log entry (`billing.run`, as
+    `cli:<user>`); a run broken off is finished by running it again. Exits 0 when the run
     completed (even if some accounts could not be billed), 1 for a bad site or month, 2 when the database or
     configuration cannot be used.
     """
-    from openami.billing.interfaces import Outcome
+    from openami.billing.interfaces import AccountOutcome, Outcome
     from openami.billing.service import BillingService
     from openami.bootstrap import bootstrap
     from openami.config import Settings
@@ -69,23 +71,30 @@ def run(
                 info = container.registry.site_by_code(session, site)
             except NotFoundError as exc:
                 raise _fail(f"--site: {exc}") from exc
-            reports = billing.run_month(session, info.id, year, number)
-            outcomes = [o for r in reports for o in r.accounts]
-            counts = {o.value: sum(1 for a in outcomes if a.outcome is o) for o in Outcome}
-            AuditLog(container.clock).append(
-                session,
-                actor=cli_actor(),
-                role="cli",
-                action="billing.run",
-                object_type="site",
-                object_id=info.code,
-                after={
-                    "month": f"{year:04d}-{number:02d}",
-                    "accounts": counts,
-                    "bills": [o.bill.id for o in outcomes if o.bill is not None],
-                },
-                site_id=info.id,
-            )
+            audit = AuditLog(container.clock)
+
+            def commit_batch(outcomes: Sequence[AccountOutcome]) -> None:
+                # Each batch of bills is committed with its own operation-log entry: see run_billing.
+                counts = {o.value: sum(1 for a in outcomes if a.outcome is o) for o in Outcome}
+                audit.append(
+                    session,
+                    actor=cli_actor(),
+                    role="cli",
+                    action="billing.run",
+                    object_type="site",
+                    object_id=info.code,
+                    after={
+                        "month": f"{year:04d}-{number:02d}",
+                        "accounts": counts,
+                        "bills": [o.bill.id for o in outcomes if o.bill is not None],
+                    },
+                    site_id=info.id,
+                )
+                session.commit()
+
+            reports = billing.run_month(session, info.id, year, number, after_batch=commit_batch)
+            everyone = [o for r in reports for o in r.accounts]
+            counts = {o.value: sum(1 for a in everyone if a.outcome is o) for o in Outcome}
     except typer.Exit:
         raise
     except OpenAMIError as exc:

@@ -7,6 +7,7 @@ A posting's amount is signed: a debit is positive, a credit negative, and every 
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, Protocol
@@ -59,6 +60,17 @@ class NewPosting(NamedTuple):
 
     ledger_account_id: int
     amount_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewJournal:
+    """One journal for `LedgerService.post_many`, which gives every journal of a call the same site, kind,
+    currency and `occurred_at` (a billing run's bills, say)."""
+
+    postings: tuple[NewPosting, ...]
+    # Unique per site: a journal posted again under it is answered with the journal written then.
+    external_reference: str | None = None
+    memo: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,3 +164,5 @@ class SiteDirectory(Protocol):
     def get_site(self, session: Session, site_id: int) -> SiteInfo: ...
 
     def get_account(self, session: Session, account_id: int) -> AccountInfo: ...
+
+    def accounts_in_site(self, session: Session, site_id: int, account_ids: Collection[int]) -> set[int]: ...

@@ -83,7 +83,7 @@ class Journal(Base):
     )
 
     # Taken by the service before the postings are written, since they point at it (from the sequence on
-    # PostgreSQL): see LedgerService._next_journal_id.
+    # PostgreSQL): see storage.numbered.next_ids.
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
     currency: Mapped[str] = mapped_column(String(3))

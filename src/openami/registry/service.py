@@ -416,6 +416,20 @@ class RegistryService:
     def get_account(self, session: Session, account_id: int) -> AccountInfo:
         return account_info(self._get(session, Account, account_id, "account"))
 
+    def accounts_in_site(self, session: Session, site_id: int, account_ids: Collection[int]) -> set[int]:
+        """Which of `account_ids` are accounts of the site: one query per thousand ids."""
+        wanted = sorted(set(account_ids))
+        found: set[int] = set()
+        for at in range(0, len(wanted), 1000):
+            found.update(
+                session.scalars(
+                    select(Account.id).where(
+                        Account.site_id == site_id, Account.id.in_(wanted[at : at + 1000])
+                    )
+                )
+            )
+        return found
+
     def list_accounts(
         self, session: Session, *, site_id: SiteScope = None, limit: int | None = None, offset: int = 0
     ) -> list[AccountInfo]:

@@ -301,3 +301,188 @@ def test_reference_and_postings_round_trip_as_written(
     with factory() as session:
         assert ledger.get_journal(session, written.id) == written
         assert ledger.balance(session, books.bad_debt) == 10**15
+
+
+# -- bulk writes: open_accounts and post_many ---------------------------------------------------------------------
+# (imported in each test, so that the head of this file is left as it was)
+
+
+def _run_books(factory: sessionmaker[Session], ledger: LedgerService, books: Books, count: int) -> list[int]:
+    """`count` customer accounts of the books' site with their receivables opened, the receivables' ids."""
+    from tests.unit.ledger.test_bulk import customer_accounts
+
+    with unit_of_work(factory) as session:
+        assert isinstance(ledger.directory, RegistryService)
+        ids = customer_accounts(session, ledger.directory, books, count)
+        opened = ledger.open_accounts(
+            session, site_id=books.site_id, purpose="receivable", customer_account_ids=ids
+        )
+        return [a.id for a in opened.values()]
+
+
+def test_post_many_writes_what_post_writes_and_again_nothing(
+    factory: sessionmaker[Session], ledger: LedgerService, books: Books
+) -> None:
+    from dataclasses import replace
+
+    from tests.unit.ledger.test_bulk import post_run, run_journals
+
+    journals = run_journals(books, _run_books(factory, ledger, books, 20))
+    with factory() as session:  # rolled back: the sequence moves on, so only the ids differ
+        one_by_one = [
+            ledger.post(
+                session,
+                site_id=books.site_id,
+                kind="bill",
+                currency="KES",
+                occurred_at=T0,
+                postings=j.postings,
+                external_reference=j.external_reference,
+                memo=j.memo,
+            )
+            for j in journals
+        ]
+    with unit_of_work(factory) as session:
+        batch = post_run(ledger, session, books, journals)
+
+    def without_ids(journal: JournalInfo) -> JournalInfo:
+        return replace(journal, id=0, postings=tuple(replace(p, id=0) for p in journal.postings))
+
+    assert [without_ids(j) for j in batch] == [without_ids(j) for j in one_by_one]
+    assert [j.id for j in batch] == sorted(j.id for j in batch)
+    posting_ids = [p.id for j in batch for p in j.postings]
+    assert posting_ids == sorted(posting_ids)  # in the order given
+    with unit_of_work(factory) as session:
+        before = row_counts(session)
+        assert post_run(ledger, session, books, journals) == batch
+        assert row_counts(session) == before
+    with factory() as session:
+        assert [ledger.get_journal(session, j.id) for j in batch] == batch
+        assert ledger.trial_balance(session, books.site_id).balanced
+        assert ledger.check(session).ok
+
+
+def test_post_many_is_all_or_nothing_and_keeps_references_once(
+    factory: sessionmaker[Session], ledger: LedgerService, books: Books
+) -> None:
+    from openami.common.errors import ValidationError
+    from openami.ledger.interfaces import NewJournal
+    from tests.unit.ledger.test_bulk import post_run, run_journals
+
+    receivables = _run_books(factory, ledger, books, 6)
+    journals = run_journals(books, receivables)
+    with unit_of_work(factory) as session:
+        earlier = post_run(ledger, session, books, [journals[4]])[0]
+    unbalanced = NewJournal((NewPosting(books.receivable, 100), NewPosting(books.energy, -90)), "bill:bad")
+    changed = NewJournal(
+        (NewPosting(books.receivable, 5), NewPosting(books.energy, -5)), earlier.external_reference
+    )
+    with factory() as session:
+        before = row_counts(session)
+        with pytest.raises(ValidationError, match="journal 'bill:bad': unbalanced"):
+            post_run(ledger, session, books, [*journals[:2], unbalanced, *journals[2:]])
+        with pytest.raises(ValidationError, match=r"journals\[3\]: external_reference: .* journals\[0\]"):
+            post_run(ledger, session, books, [*journals[:3], journals[0]])
+        with pytest.raises(ConflictError, match=f"by journal {earlier.id}, whose postings differ"):
+            post_run(ledger, session, books, [*journals[:4], changed])
+        assert row_counts(session) == before
+    with unit_of_work(factory) as session:
+        written = post_run(ledger, session, books, journals)
+    assert written[4] == earlier
+    with factory() as session:
+        assert row_counts(session)[1:] == (before[1] + 5, before[2] + 15)
+        assert ledger.check(session).ok
+
+
+def test_post_many_takes_the_same_few_statements_for_30_or_300_journals(
+    engine: Engine, factory: sessionmaker[Session], ledger: LedgerService, books: Books
+) -> None:
+    from tests.unit.ledger.test_bulk import post_run, run_journals, statements
+
+    journals = run_journals(books, _run_books(factory, ledger, books, 330))
+    counted = []
+    for batch in (journals[:30], journals[30:]):
+        with unit_of_work(factory) as session, statements(engine) as seen:
+            assert len(post_run(ledger, session, books, batch)) == len(batch)
+        counted.append(len(seen))
+    # The accounts, the references, their locks, the references again, the ids, the postings, the journal rows.
+    assert counted[0] == counted[1] <= 8, counted
+    with factory() as session:
+        assert ledger.trial_balance(session, books.site_id).balanced
+        assert ledger.check(session).ok
+
+
+def test_concurrent_open_accounts_of_the_same_customers_open_one_each(
+    factory: sessionmaker[Session], ledger: LedgerService, books: Books
+) -> None:
+    from tests.unit.ledger.test_bulk import customer_accounts
+
+    with unit_of_work(factory) as session:
+        assert isinstance(ledger.directory, RegistryService)
+        ids = customer_accounts(session, ledger.directory, books, 200)
+
+    def open_all(worker: int) -> dict[int, int]:
+        order = ids if worker % 2 else ids[::-1]  # the locks are sorted: no order of the ids deadlocks
+        with unit_of_work(factory) as session:
+            opened = ledger.open_accounts(
+                session, site_id=books.site_id, purpose="prepayment", customer_account_ids=order
+            )
+            return {c: a.id for c, a in opened.items()}
+
+    results, errors = _race(4, open_all)
+    assert errors == []
+    assert len(results) == 4
+    assert all(r == results[0] for r in results)
+    with factory() as session:
+        codes = session.scalars(select(LedgerAccount.code).where(LedgerAccount.purpose == "prepayment")).all()
+        assert sorted(codes) == sorted(f"prepayment/account-{i}" for i in [books.customer_account_id, *ids])
+
+
+def test_concurrent_post_many_of_the_same_references_write_each_once(
+    factory: sessionmaker[Session], ledger: LedgerService, books: Books
+) -> None:
+    from tests.unit.ledger.test_bulk import post_run, run_journals
+
+    journals = run_journals(books, _run_books(factory, ledger, books, 100))
+
+    def post_all(worker: int) -> list[int]:
+        order = journals if worker % 2 else journals[::-1]
+        with unit_of_work(factory) as session:
+            return sorted(j.id for j in post_run(ledger, session, books, order))
+
+    results, errors = _race(4, post_all)
+    assert errors == []
+    assert len(results) == 4
+    assert all(r == results[0] for r in results)
+    with factory() as session:
+        assert row_counts(session)[1:] == (100, 300)
+        assert ledger.check(session).ok
+
+
+def test_the_deferred_guards_refuse_raw_sql_beside_post_many(
+    factory: sessionmaker[Session], ledger: LedgerService, books: Books
+) -> None:
+    """post_many's journals and a raw journal in one transaction: the commit refuses the raw one, and so all."""
+    from tests.unit.ledger.test_bulk import post_run, run_journals
+
+    journals = run_journals(books, _run_books(factory, ledger, books, 10))
+
+    def post_and_slip(attempt: str, offset: int) -> None:
+        with unit_of_work(factory) as session:
+            written = post_run(ledger, session, books, journals)
+            for sql, params in raw_attempts(books, written[-1].id + offset, books.cash)[attempt]:
+                session.execute(text(sql), params)
+
+    with factory() as session:
+        before = row_counts(session)
+    with pytest.raises(
+        DBAPIError, match=r"ledger: unbalanced journal \d+: its postings sum to 150 minor units"
+    ):
+        post_and_slip("unbalanced", 1_000)
+    with pytest.raises(DBAPIError, match=r"ledger: journal \d+ is closed once written"):
+        post_and_slip(
+            "balanced pair added to a written journal", 1
+        )  # raw_attempts' "old" journal: the last one
+    with factory() as session:
+        assert row_counts(session) == before
+        assert ledger.check(session).ok

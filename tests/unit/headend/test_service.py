@@ -20,6 +20,7 @@ from openami.headend.service import BatchNotCommittedError
 from openami.readings.interfaces import Source
 from openami.registry.interfaces import MeterInfo
 from openami.registry.models import Meter
+from tests.sql_statements import statements
 from tests.unit.headend.helpers import KEY_A, KEY_B, KEY_C, FakeSink, frame, make_headend, uplink
 
 
@@ -442,19 +443,13 @@ def test_the_senders_of_a_batch_are_looked_up_in_one_query(
     session_factory: sessionmaker[Session], clock: ManualClock, fleet: dict[str, MeterInfo]
 ) -> None:
     headend, sink = make_headend(session_factory, clock)
-    statements: list[str] = []
-    engine = session_factory.kw["bind"]
-    listener = lambda *args: statements.append(args[2])  # noqa: E731  (conn, cursor, statement, ...)
-    event.listen(engine, "before_cursor_execute", listener)
-    try:
-        frames = [
-            frame(uplink("SN0001", clock.now()), 1, KEY_A),
-            frame(uplink("SN0002", clock.now()), 1, KEY_B),
-            frame(uplink("OT0001", clock.now()), 1, KEY_C, site="other"),
-        ]
+    frames = [
+        frame(uplink("SN0001", clock.now()), 1, KEY_A),
+        frame(uplink("SN0002", clock.now()), 1, KEY_B),
+        frame(uplink("OT0001", clock.now()), 1, KEY_C, site="other"),
+    ]
+    with statements(session_factory.kw["bind"]) as sent:
         result = headend.handle(frames)
-    finally:
-        event.remove(engine, "before_cursor_execute", listener)
     assert result.accepted == 3 == len(sink.batches)
-    meter_lookups = [s for s in statements if "FROM meter" in s and "meter_link" not in s]
+    meter_lookups = [s for s in sent if "FROM meter" in s and "meter_link" not in s]
     assert len(meter_lookups) == 1, meter_lookups
