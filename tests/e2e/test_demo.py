@@ -47,6 +47,14 @@ def test_demo_runs_end_to_end_and_notices_every_injected_fault(tmp_path: Path) -
     assert summary["gaps_still_open"] <= injected["outages"]
     assert summary["completeness_percent"] > 99.0
     assert (tmp_path / "var" / "demo.log").exists()
+    # The postpaid half of the accounts is billed from the stored readings, or said why not; the ledger balances.
+    assert summary["bills_issued"] > 0
+    assert 0 < summary["postpaid_accounts"] < 40
+    assert (
+        summary["bills_issued"] + sum(summary["accounts_not_billed"].values()) == summary["postpaid_accounts"]
+    )
+    assert float(summary["billed_total"]) > 0
+    assert summary["ledger_balanced"] is True
     # No default password: the demo's people have generated ones, printed this once, and no two alike.
     people = {p["username"]: p for p in summary["people"]}
     assert set(people) == {"admin", "operator", "auditor", "customer"}

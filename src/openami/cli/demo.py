@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,12 +25,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import func, select
 
+from openami.billing.service import BillingService
 from openami.bootstrap import Container, bootstrap, tune_gc_for_ingestion
 from openami.cli.users import generated_password
 from openami.common.clock import ManualClock, SystemClock
 from openami.config import Settings
 from openami.headend.collection import CollectionRound
 from openami.headend.inprocess import InProcessTransport
+from openami.ledger.service import LedgerService
 from openami.readings.models import DailyCompleteness, GapStatus, ReadingGap
 from openami.registry.models import AccountKind, MeterRole
 from openami.security.audit import AuditLog
@@ -37,6 +40,7 @@ from openami.security.identity import IdentityService, needs_second_factor
 from openami.security.models import Role
 from openami.simulator import FaultPlan, Fleet
 from openami.storage import migrate
+from openami.tariffs.model import minor_digits
 
 SITE_CODE = "demo"
 SITE_TIMEZONE = "Africa/Nairobi"
@@ -74,6 +78,15 @@ class DemoSummary:
     gaps_still_open: int = 0
     completeness_percent: float = 0.0
     faults_injected: dict[str, int] = field(default_factory=dict)
+    # The postpaid accounts billed for the whole local days simulated, from the readings stored.
+    postpaid_accounts: int = 0
+    billed_from: str = ""
+    billed_to: str = ""
+    bills_issued: int = 0
+    bills_with_estimated_intervals: int = 0
+    billed_total: str = "0"  # in the site's currency
+    accounts_not_billed: dict[str, int] = field(default_factory=dict)  # by the first words of the reason
+    ledger_balanced: bool = False
     # The demo's people, with generated passwords (and second-factor secrets) shown once.
     people: list[dict[str, str]] = field(default_factory=list)
 
@@ -198,6 +211,7 @@ def _simulate(
     transport.pump()
 
     summary = _summarise(container, fleet, headend.stats, collected, start, end, seed)
+    _bill_postpaid(container, summary, start, end)
     summary.wall_seconds = round(time.monotonic() - started, 1)
     container.close()
     return summary
@@ -316,6 +330,62 @@ def _register_fleet(container: Container, fleet: Fleet, start: datetime) -> None
                     service_point_id=point.id,
                     installed_at=start,
                 )
+
+
+# The demo site's tariff: a time-of-use price with monthly blocks, a daily fixed charge and VAT, shaped like a
+# Kenyan domestic tariff (the prices are the demo's own, not any utility's).
+DEMO_TARIFF: dict[str, Any] = {
+    "name": "Demo domestic time of use",
+    "currency": "KES",
+    "timezone": SITE_TIMEZONE,
+    "periods": ["peak", "off_peak"],
+    "schedules": {
+        "all_year": {
+            "weekday": {"00:00": "off_peak", "18:00": "peak", "22:00": "off_peak"},
+            "weekend": {"00:00": "off_peak"},
+            "holiday": {"00:00": "off_peak"},
+        }
+    },
+    "energy": {"all_year/peak": ["16.50", "24.00"], "all_year/off_peak": ["12.20", "19.10"]},
+    "tiers": {"bounds_kwh": [30], "basis": "monthly", "allocation": "pro_rata"},
+    "fixed": {"per_day": "5.00"},
+    "taxes": [{"name": "VAT", "rate": "0.16"}],
+}
+
+
+def _bill_postpaid(container: Container, summary: DemoSummary, start: datetime, end: datetime) -> None:
+    """Every account on the demo tariff; the postpaid ones billed for the whole local days simulated (prepaid
+    accounts are charged from their wallets instead). Fills the summary's billing lines."""
+    zone = ZoneInfo(SITE_TIMEZONE)
+    first, last = start.astimezone(zone).date() + timedelta(days=1), end.astimezone(zone).date()
+    if last <= first:
+        return
+    ledger = LedgerService(container.clock, container.registry)
+    billing = BillingService(container.clock, container.registry, ledger)
+    with container.session_factory() as session, session.begin():
+        site = container.registry.site_by_code(session, SITE_CODE)
+        tariff = billing.store_tariff(session, site_id=site.id, code="DEMO-TOU", document=DEMO_TARIFF)
+        accounts = container.registry.list_accounts(session, site_id=site.id)
+        for account in accounts:
+            billing.assign_tariff(session, account_id=account.id, tariff_id=tariff.id, effective_from=first)
+        postpaid = {a.id for a in accounts if a.kind == AccountKind.POSTPAID.value}
+        report = billing.run_billing(session, site.id, first, last, account_ids=postpaid)
+    bills = [o.bill for o in report.accounts if o.bill is not None]
+    not_billed: dict[str, int] = {}
+    for outcome in report.accounts:
+        if outcome.bill is None:
+            kind = " ".join(outcome.reason.split()[:4]) if outcome.reason else outcome.outcome.value
+            not_billed[kind] = not_billed.get(kind, 0) + 1
+    digits = minor_digits(site.currency)
+    with container.session_factory() as session:
+        check = ledger.check(session)
+    summary.postpaid_accounts = len(postpaid)
+    summary.billed_from, summary.billed_to = first.isoformat(), last.isoformat()
+    summary.bills_issued = len(bills)
+    summary.bills_with_estimated_intervals = sum(1 for b in bills if b.intervals_estimated)
+    summary.billed_total = f"{Decimal(sum(b.total_minor for b in bills)).scaleb(-digits):.{digits}f}"
+    summary.accounts_not_billed = dict(sorted(not_billed.items()))
+    summary.ledger_balanced = check.ok
 
 
 class _ProgressBar:
@@ -468,6 +538,16 @@ def print_summary(summary: DemoSummary, console: Console) -> None:
         ("completeness (actual + edited) %", f"{summary.completeness_percent:.3f}"),
     ]
     rows += [(f"  fault injected: {name}", n) for name, n in summary.faults_injected.items()]
+    rows += [
+        (
+            f"postpaid bills, {summary.billed_from} to {summary.billed_to}",
+            f"{summary.bills_issued} of {summary.postpaid_accounts} accounts",
+        ),
+        ("  bills including estimated intervals", summary.bills_with_estimated_intervals),
+        ("  billed in total, KES", summary.billed_total),
+    ]
+    rows += [(f"  not billed: {reason}", n) for reason, n in summary.accounts_not_billed.items()]
+    rows.append(("ledger balanced", "yes" if summary.ledger_balanced else "NO"))
     rows.append(("wall time, s", summary.wall_seconds))
     for what, count in rows:
         table.add_row(what, str(count))
