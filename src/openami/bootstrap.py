@@ -6,6 +6,7 @@ Tests pass fakes (a ManualClock, a test database URL, an engine) in rather than 
 from __future__ import annotations
 
 import gc
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -17,8 +18,14 @@ from openami.config import Settings
 from openami.headend.collection import CollectionJobs
 from openami.headend.service import HeadEnd
 from openami.headend.transport import Transport
+from openami.ledger.service import LedgerService
+from openami.prepayment.payments import PaymentService
+from openami.prepayment.providers import PaymentProvider
+from openami.prepayment.providers.sandbox import SandboxProvider
+from openami.prepayment.providers.stripe_provider import StripeProvider
 from openami.readings.service import ReadingsService
 from openami.registry.service import RegistryService
+from openami.security.audit import AuditLog
 from openami.security.meter_keys import MeterKeyCipher
 from openami.storage.db import make_engine, make_session_factory
 
@@ -32,6 +39,8 @@ class Container:
     meter_keys: MeterKeyCipher  # seals meter keys at rest under the configured master keys
     registry: RegistryService
     readings: ReadingsService
+    ledger: LedgerService
+    payments: PaymentService  # the sandbox provider always; Stripe when configured
 
     def headend(self, transport: Transport | None = None) -> HeadEnd:
         """A head-end storing through this container's readings service; serving `transport` when given."""
@@ -62,6 +71,7 @@ def bootstrap(
     meter_keys = meter_keys or MeterKeyCipher.from_settings(settings)
     engine = engine or make_engine(settings.database_url)
     registry = RegistryService(clock, meter_keys)
+    ledger = LedgerService(clock, registry)
     return Container(
         settings=settings,
         clock=clock,
@@ -75,7 +85,29 @@ def bootstrap(
             max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
             max_reading_age=timedelta(days=settings.max_reading_age_days),
         ),
+        ledger=ledger,
+        payments=PaymentService(
+            clock, registry, ledger, payment_providers(settings, clock), audit_log=AuditLog(clock)
+        ),
     )
+
+
+def payment_providers(settings: Settings, clock: Clock) -> list[PaymentProvider]:
+    """The providers `settings` configure: the sandbox always, Stripe when its key and endpoint secret are set."""
+    configured = settings.payment_sandbox_secret
+    secret = configured.get_secret_value().encode() if configured else secrets.token_bytes(32)
+    base = settings.public_base_url.rstrip("/")
+    providers: list[PaymentProvider] = [SandboxProvider(secret, clock, base_url=base)]
+    if settings.stripe_api_key and settings.stripe_webhook_secret:
+        providers.append(
+            StripeProvider(
+                settings.stripe_api_key.get_secret_value(),
+                settings.stripe_webhook_secret.get_secret_value(),
+                success_url=f"{base}/payments/done",
+                cancel_url=f"{base}/payments/cancelled",
+            )
+        )
+    return providers
 
 
 def tune_gc_for_ingestion() -> None:

@@ -43,6 +43,18 @@ class Settings(BaseSettings):
         description="A file of `id:base64` entries, one per line, newest first (instead of master_keys). "
         f"Embedded (SQLite) default when neither is set: {DEFAULT_MASTER_KEY_PATH}, created on first use.",
     )
+    # Online payment (prepayment.providers). The sandbox is always there (the demo pays with it); its secret
+    # signs its webhooks and checkout links. Unset, each process makes its own, which is right for one process
+    # (embedded mode, tests) and wrong for several: set it in server mode.
+    payment_sandbox_secret: SecretStr | None = Field(
+        default=None, description="At least 16 bytes of text signing the sandbox provider's webhooks."
+    )
+    public_base_url: str = Field(
+        default="",
+        description="Where customers reach the API (for checkout links), e.g. https://ami.example.org",
+    )
+    stripe_api_key: SecretStr | None = None  # Stripe is offered when both of these are set
+    stripe_webhook_secret: SecretStr | None = None
 
 
 def get_settings() -> Settings:

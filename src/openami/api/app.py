@@ -19,6 +19,7 @@ from openami.billing.api import router as billing_router
 from openami.bootstrap import Container
 from openami.common.errors import ConflictError, NotFoundError, ValidationError
 from openami.headend.api import router as headend_router
+from openami.prepayment.payments_api import router as payments_router
 from openami.readings.api import router as readings_router
 from openami.registry.api import router as registry_router
 from openami.security.api import router as security_router
@@ -112,6 +113,7 @@ def create_app(container: Container) -> FastAPI:
         description="Smart electricity metering: registry, readings and their quality.",
     )
     app.state.container = container
+    app.state.payments = container.payments
 
     @app.middleware("http")
     async def _security_headers(
@@ -128,6 +130,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(readings_router)
     app.include_router(headend_router)
     app.include_router(billing_router)
+    app.include_router(payments_router)
 
     @app.get("/healthz", tags=["ops"], dependencies=[PUBLIC])
     def healthz() -> dict[str, str]:

@@ -41,6 +41,7 @@ from openami.common.errors import ConflictError, NotFoundError, ValidationError
 from openami.ledger.interfaces import AccountPurpose, JournalKind, NewJournal, NewPosting
 from openami.ledger.service import LedgerService
 from openami.registry.interfaces import AccountInfo, MeterInfo, SiteInfo
+from openami.registry.models import AccountKind
 from openami.registry.service import RegistryService
 from openami.storage.numbered import insert_numbered
 from openami.tariffs.model import Component, Tariff
@@ -277,6 +278,7 @@ class BillingService:
         journal is posted with the external reference `bill:{account_id}:{period_start}`. An account that
         already has an issued bill from `period_start` is reported as already billed (running twice bills
         once); one that cannot be billed is reported with the reason, and nothing is written for it.
+        Prepaid accounts are not billed (their wallets are charged as readings arrive, `prepayment.wallet`).
         `account_ids` narrows the run to those accounts of the site. ValidationError for a period that is
         empty or not over yet.
 
@@ -295,7 +297,7 @@ class BillingService:
         chosen = [
             a
             for a in self.registry.list_accounts(session, site_id=site_id)
-            if account_ids is None or a.id in account_ids
+            if a.kind == AccountKind.POSTPAID.value and (account_ids is None or a.id in account_ids)
         ]
         tariffs: dict[int, Tariff] = {}
         opened: dict[
@@ -358,12 +360,17 @@ class BillingService:
     ) -> list[BillingRunReport]:
         """The billing run of a month: every account of the site billed for its cycle whose last day falls in
         the month (a calendar-month account: the month itself; cycle day 15: the 15th of the month before to the
-        14th). One report per distinct cycle; a cycle not over yet reports its accounts as not billed.
+        14th). One report per distinct cycle of the postpaid accounts; a cycle not over yet reports its accounts
+        as not billed.
         `after_batch`: as for `run_billing`."""
         if not 1 <= month <= 12 or not 1 <= year <= 9999:
             raise ValidationError(f"no such month {year}-{month:02d}", "month")
         site = self._site(session, site_id)
-        numbers = {a.id: a.number for a in self.registry.list_accounts(session, site_id=site_id)}
+        numbers = {
+            a.id: a.number
+            for a in self.registry.list_accounts(session, site_id=site_id)
+            if a.kind == AccountKind.POSTPAID.value
+        }
         accounts = list(numbers)
         days = dict(
             session.execute(

@@ -30,6 +30,7 @@ from openami.device.metrology import SECONDS_PER_HOUR, Sample
 from openami.device.profile import LoadProfileMemory, MemoryFault, ProfileEntry, Status
 from openami.device.registers import RegisterBank, tariff_rate_window
 from openami.device.relay import Relay
+from openami.device.tokens import TokenConfig, TokenRegister, TokenResult
 
 MAX_STEP_S = 366 * 86_400.0
 _MAX_EPOCH_S = 7_258_118_400.0  # 2200-01-01: far enough for any meter, near enough that dates never overflow
@@ -61,8 +62,8 @@ class Meter:
         "_calendar", "_corruptions", "_events", "_export_residue_wh", "_export_wh", "_import_residue_wh",
         "_import_wh", "_interval_end_s", "_interval_export_wh", "_interval_import_wh", "_interval_s",
         "_interval_start_s", "_interval_status", "_memory", "_phases", "_powered", "_pushed", "_rate",
-        "_rate_until_s", "_registers", "_relay", "_relay_closed", "_rtc", "_sample", "_seed", "_true_last_s",
-        "_zone", "config",
+        "_rate_until_s", "_registers", "_relay", "_relay_closed", "_rtc", "_sample", "_seed", "_tokens",
+        "_true_last_s", "_zone", "config",
     )  # fmt: skip
 
     def __init__(
@@ -113,6 +114,7 @@ class Meter:
         self._sample: Sample | None = None
         self._pushed = 0
         self._corruptions = 0
+        self._tokens: TokenRegister | None = None  # set by provision_tokens: a prepaid keypad meter
         self._registers.add(self._rate, initial_import_wh)
         self._registers.add(self._rate, initial_export_wh, export=True)
 
@@ -131,6 +133,26 @@ class Meter:
     @property
     def last_event_sequence(self) -> int:
         return self._events.last_sequence
+
+    # --- offline tokens (device.tokens) ------------------------------------------------------------------
+
+    def provision_tokens(self, config: TokenConfig) -> None:
+        """Make this a token meter: key, starting code and credit unit from the platform; credit starts at 0."""
+        if self._tokens is not None:
+            raise ValueError(f"meter {self.serial} is already provisioned for offline tokens")
+        self._tokens = TokenRegister(config)
+
+    @property
+    def tokens(self) -> TokenRegister | None:
+        """The token state and prepaid register (credit, token log), or None for a meter without a keypad."""
+        return self._tokens
+
+    def enter_token(self, true_now: Instant, token: str) -> TokenResult:
+        """Type `token` on the keypad at true instant `true_now`; stamped by the meter's clock."""
+        if self._tokens is None:
+            raise ValueError(f"meter {self.serial} is not provisioned for offline tokens")
+        meter_s = self._command(true_now, needs_power=True)
+        return self._tokens.enter(token, datetime.fromtimestamp(meter_s, UTC))
 
     # --- measuring ---------------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ class Tenant:
     serial: str
     markers: list[str] = field(default_factory=list)  # text that only this tenant's data contains
     bill_id: int = 0  # the tenant's bill for 1 March
+    payment_id: int = 0  # the tenant's checkout in the sandbox
 
     def values(self, **extra: object) -> dict[str, object]:
         """Path parameter values naming this tenant's objects."""
@@ -49,6 +50,10 @@ class Tenant:
             "serial": self.serial,
             "interval_start": "2026-03-01T06:00:00Z",
             "bill_id": self.bill_id,
+            "payment_id": self.payment_id,
+            "provider": "sandbox",
+            "token": "not-a-signed-checkout",
+            "outcome": "failed",
             **extra,
         }
 
@@ -61,7 +66,7 @@ def _tenant(
         session, site_id=site_id, reference=f"CUST-{tag}", name=f"Customer {tag} Secretname"
     )
     account = registry.create_account(
-        session, site_id=site_id, customer_id=customer.id, number=f"ACC-{tag}", kind="prepaid"
+        session, site_id=site_id, customer_id=customer.id, number=f"ACC-{tag}", kind="postpaid"
     )
     transformer = registry.create_transformer(session, site_id=site_id, code=f"TX-{tag}", rating_kva=100)
     point = registry.create_service_point(
@@ -165,5 +170,10 @@ def build_world(container: Container) -> World:
             [outcome] = report.accounts
             assert outcome.bill is not None, outcome.reason
             tenant.bill_id = outcome.bill.id
+            started = container.payments.start_checkout(
+                session, account_id=tenant.account_id, amount_minor=50_000, provider="sandbox",
+                actor="world", role="test",
+            )  # fmt: skip
+            tenant.payment_id = started.payment.id
     b.markers += ["SITEB", "Site B Hiddenname"]
     return World(a, a2, b)

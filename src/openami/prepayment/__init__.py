@@ -1,0 +1,1 @@
+"""Prepaid accounts: wallets, credit rules, online payments and offline tokens."""
