@@ -13,16 +13,31 @@ from datetime import timedelta
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from openami.billing.service import BillingService
 from openami.common.clock import Clock, SystemClock
+from openami.common.errors import ConfigurationError
 from openami.config import Settings
+from openami.control.service import ControlService
 from openami.headend.collection import CollectionJobs
 from openami.headend.service import HeadEnd
 from openami.headend.transport import Transport
 from openami.ledger.service import LedgerService
+from openami.notifications.channels import (
+    AppriseChannel,
+    Channel,
+    EmailChannel,
+    WebhookChannel,
+    WebPushChannel,
+)
+from openami.notifications.interfaces import ChannelKind
+from openami.notifications.service import NotificationService
+from openami.outbox.service import OutboxService
+from openami.prepayment.credited import PaymentCreditedEmitter
 from openami.prepayment.payments import PaymentService
 from openami.prepayment.providers import PaymentProvider
 from openami.prepayment.providers.sandbox import SandboxProvider
 from openami.prepayment.providers.stripe_provider import StripeProvider
+from openami.prepayment.wallet import WalletService
 from openami.readings.service import ReadingsService
 from openami.registry.service import RegistryService
 from openami.security.audit import AuditLog
@@ -40,7 +55,11 @@ class Container:
     registry: RegistryService
     readings: ReadingsService
     ledger: LedgerService
+    outbox: OutboxService
     payments: PaymentService  # the sandbox provider always; Stripe when configured
+    control: ControlService  # relay commands, the safety policy, supply protections, weather emergencies
+    wallets: WalletService  # prepaid wallets and a site's credit rules
+    notifications: NotificationService  # the channels `notification_channels(settings)` configures
 
     def headend(self, transport: Transport | None = None) -> HeadEnd:
         """A head-end storing through this container's readings service; serving `transport` when given."""
@@ -72,6 +91,8 @@ def bootstrap(
     engine = engine or make_engine(settings.database_url)
     registry = RegistryService(clock, meter_keys)
     ledger = LedgerService(clock, registry)
+    audit_log = AuditLog(clock)
+    outbox = OutboxService(clock)
     return Container(
         settings=settings,
         clock=clock,
@@ -86,10 +107,48 @@ def bootstrap(
             max_reading_age=timedelta(days=settings.max_reading_age_days),
         ),
         ledger=ledger,
+        outbox=outbox,
         payments=PaymentService(
-            clock, registry, ledger, payment_providers(settings, clock), audit_log=AuditLog(clock)
+            clock,
+            registry,
+            ledger,
+            payment_providers(settings, clock),
+            audit_log=audit_log,
+            observers=[PaymentCreditedEmitter(outbox)],  # the worker then records the top-up on the wallet
         ),
+        control=ControlService(clock, registry, audit_log),
+        wallets=WalletService(clock, registry, ledger, BillingService(clock, registry, ledger), audit_log),
+        notifications=NotificationService(clock, registry, audit_log, notification_channels(settings, clock)),
     )
+
+
+def notification_channels(settings: Settings, clock: Clock) -> dict[ChannelKind, Channel]:
+    """The channels `settings` configure: webhooks and apprise URLs always, e-mail with an SMTP host, web push
+    with a VAPID key file and subject (ValidationError for a key that is not one, ConfigurationError for a file
+    that cannot be read)."""
+    channels: dict[ChannelKind, Channel] = {
+        ChannelKind.WEBHOOK: WebhookChannel(clock),
+        ChannelKind.APPRISE: AppriseChannel(),
+    }
+    if settings.smtp_host:
+        password = settings.smtp_password
+        channels[ChannelKind.EMAIL] = EmailChannel(
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_sender,
+            username=settings.smtp_username,
+            password=None if password is None else password.get_secret_value(),
+            starttls=settings.smtp_starttls,
+        )
+    if settings.vapid_private_key_file is not None and settings.vapid_subject:
+        try:
+            pem = settings.vapid_private_key_file.read_bytes()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot read the VAPID key file {settings.vapid_private_key_file}: {exc.strerror}"
+            ) from exc
+        channels[ChannelKind.WEB_PUSH] = WebPushChannel(pem, settings.vapid_subject)
+    return channels
 
 
 def payment_providers(settings: Settings, clock: Clock) -> list[PaymentProvider]:

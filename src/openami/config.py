@@ -55,6 +55,19 @@ class Settings(BaseSettings):
     )
     stripe_api_key: SecretStr | None = None  # Stripe is offered when both of these are set
     stripe_webhook_secret: SecretStr | None = None
+    # Notification channels (notifications.channels). Webhooks and apprise URLs need no settings; e-mail is
+    # offered when an SMTP host is set, web push when a VAPID key and subject are. A channel not offered refuses
+    # subscriptions to it.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_sender: str = "openami <alerts@openami.invalid>"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    vapid_private_key_file: Path | None = Field(
+        default=None, description="PEM EC P-256 private key signing web push requests (VAPID, RFC 8292)."
+    )
+    vapid_subject: str = Field(default="", description="mailto: or https: contact sent with web pushes")
 
 
 def get_settings() -> Settings:

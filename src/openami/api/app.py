@@ -18,8 +18,11 @@ from openami.api.auth import PUBLIC
 from openami.billing.api import router as billing_router
 from openami.bootstrap import Container
 from openami.common.errors import ConflictError, NotFoundError, ValidationError
+from openami.control.api import router as control_router
 from openami.headend.api import router as headend_router
+from openami.notifications.api import router as notifications_router
 from openami.prepayment.payments_api import router as payments_router
+from openami.prepayment.wallet_api import router as wallets_router
 from openami.readings.api import router as readings_router
 from openami.registry.api import router as registry_router
 from openami.security.api import router as security_router
@@ -131,6 +134,9 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(headend_router)
     app.include_router(billing_router)
     app.include_router(payments_router)
+    app.include_router(control_router)
+    app.include_router(wallets_router)
+    app.include_router(notifications_router)
 
     @app.get("/healthz", tags=["ops"], dependencies=[PUBLIC])
     def healthz() -> dict[str, str]:

@@ -27,11 +27,15 @@ from sqlalchemy import func, select
 
 from openami.billing.service import BillingService
 from openami.bootstrap import Container, bootstrap, tune_gc_for_ingestion
+from openami.cli.demo_prepaid import PrepaidDemo, messages_file
 from openami.cli.users import generated_password
 from openami.common.clock import ManualClock, SystemClock
 from openami.config import Settings
+from openami.control.reports import RelayReportSink
+from openami.control.service import ControlService
 from openami.headend.collection import CollectionRound
 from openami.headend.inprocess import InProcessTransport
+from openami.headend.service import HeadEnd
 from openami.ledger.service import LedgerService
 from openami.readings.models import DailyCompleteness, GapStatus, ReadingGap
 from openami.registry.models import AccountKind, MeterRole
@@ -87,6 +91,8 @@ class DemoSummary:
     billed_total: str = "0"  # in the site's currency
     accounts_not_billed: dict[str, int] = field(default_factory=dict)  # by the first words of the reason
     ledger_balanced: bool = False
+    # The prepaid half: wallets, warnings, cut-offs, payments, reconnections (cli.demo_prepaid.PrepaidCounts).
+    prepaid: dict[str, Any] = field(default_factory=dict)
     # The demo's people, with generated passwords (and second-factor secrets) shown once.
     people: list[dict[str, str]] = field(default_factory=list)
 
@@ -109,8 +115,9 @@ def run_demo(
     migrate.upgrade(url)
     with _logging_to(log_file):
         summary = _simulate(
-            url, meters=meters, days=days, seed=seed, console=console, show_progress=show_progress, now=now
-        )
+            url, meters=meters, days=days, seed=seed, console=console, show_progress=show_progress, now=now,
+            log_file=log_file,
+        )  # fmt: skip
     container = bootstrap(Settings(database_url=url))
     summary.people = _demo_people(container)
     return summary, container
@@ -175,6 +182,7 @@ def _simulate(
     console: Console,
     show_progress: bool,
     now: datetime | None,
+    log_file: Path = LOG_FILE,
 ) -> DemoSummary:
 
     real_now = now or SystemClock().now()
@@ -189,12 +197,28 @@ def _simulate(
         meters, seed, start, SITE_CODE, SITE_TIMEZONE, faults=faults, push_every_s=PUSH_EVERY_S
     )
     _register_fleet(container, fleet, start)
+    _put_on_tariff(container, start.astimezone(ZoneInfo(SITE_TIMEZONE)).date())
 
     tune_gc_for_ingestion()
     transport = InProcessTransport(on_command=fleet.handle_command, background=False)
-    headend = container.headend(transport)
+    control = ControlService(clock, container.registry)
+    # Meters' relay reports confirm relay commands in the same transaction as the frames that carry them.
+    headend = HeadEnd(
+        container.session_factory,
+        RelayReportSink(container.readings, control),
+        clock,
+        container.settings,
+        meters=container.registry,
+    )
+    headend.serve(transport)
     jobs = container.collection_jobs(headend)
     collected = CollectionRound()
+    messages = messages_file(log_file.parent)
+    prepaid = PrepaidDemo(
+        container.session_factory, clock, container.registry, container.payments, headend, control,
+        container.outbox, messages,
+    )  # fmt: skip
+    prepaid.setup(SITE_CODE, start.astimezone(ZoneInfo(SITE_TIMEZONE)).date())
 
     def deliver(frames: list[Any]) -> None:
         transport.submit(frames)
@@ -203,6 +227,9 @@ def _simulate(
     def after_push(at: datetime) -> None:
         collected.add(jobs.run_once(at))
         transport.pump()  # the meters' answers to re-read requests
+        prepaid.step(at)
+        transport.pump()  # the meters' answers to relay commands
+        prepaid.after_replies(at)
         advance(at)
 
     started = time.monotonic()  # wall time, for the summary only
@@ -211,6 +238,8 @@ def _simulate(
     transport.pump()
 
     summary = _summarise(container, fleet, headend.stats, collected, start, end, seed)
+    messages.close()
+    summary.prepaid = asdict(prepaid.counts)
     _bill_postpaid(container, summary, start, end)
     summary.wall_seconds = round(time.monotonic() - started, 1)
     container.close()
@@ -353,6 +382,16 @@ DEMO_TARIFF: dict[str, Any] = {
 }
 
 
+def _put_on_tariff(container: Container, first: date) -> None:
+    """Every account of the demo site on the demo tariff from local day `first`."""
+    billing = BillingService(container.clock, container.registry, container.ledger)
+    with container.session_factory() as session, session.begin():
+        site = container.registry.site_by_code(session, SITE_CODE)
+        tariff = billing.store_tariff(session, site_id=site.id, code="DEMO-TOU", document=DEMO_TARIFF)
+        for account in container.registry.list_accounts(session, site_id=site.id):
+            billing.assign_tariff(session, account_id=account.id, tariff_id=tariff.id, effective_from=first)
+
+
 def _bill_postpaid(container: Container, summary: DemoSummary, start: datetime, end: datetime) -> None:
     """Every account on the demo tariff; the postpaid ones billed for the whole local days simulated (prepaid
     accounts are charged from their wallets instead). Fills the summary's billing lines."""
@@ -364,10 +403,7 @@ def _bill_postpaid(container: Container, summary: DemoSummary, start: datetime, 
     billing = BillingService(container.clock, container.registry, ledger)
     with container.session_factory() as session, session.begin():
         site = container.registry.site_by_code(session, SITE_CODE)
-        tariff = billing.store_tariff(session, site_id=site.id, code="DEMO-TOU", document=DEMO_TARIFF)
         accounts = container.registry.list_accounts(session, site_id=site.id)
-        for account in accounts:
-            billing.assign_tariff(session, account_id=account.id, tariff_id=tariff.id, effective_from=first)
         postpaid = {a.id for a in accounts if a.kind == AccountKind.POSTPAID.value}
         report = billing.run_billing(session, site.id, first, last, account_ids=postpaid)
     bills = [o.bill for o in report.accounts if o.bill is not None]
@@ -548,6 +584,28 @@ def print_summary(summary: DemoSummary, console: Console) -> None:
     ]
     rows += [(f"  not billed: {reason}", n) for reason, n in summary.accounts_not_billed.items()]
     rows.append(("ledger balanced", "yes" if summary.ledger_balanced else "NO"))
+    p = summary.prepaid
+    if p:
+        rows += [
+            (
+                "prepaid accounts (wallets started low)",
+                f"{p['prepaid_accounts']} ({p['wallets_started_low']})",
+            ),
+            ("  charged from wallets as readings came, KES", f"{p['charged_total_minor'] / 100:.2f}"),
+            ("  low-balance warnings", p["low_balance_warnings"]),
+            ("  cut-off warnings (friendly hours)", p["disconnect_warnings"]),
+            ("  disconnects refused by the safety policy", p["disconnects_refused_by_policy"]),
+            (
+                "  disconnects sent / confirmed by the meter",
+                f"{p['disconnects_requested']} / {p['disconnects_confirmed']}",
+            ),
+            ("  payments in the sandbox / credited", f"{p['payments_made']} / {p['payments_credited']}"),
+            (
+                "  reconnects sent / confirmed by the meter",
+                f"{p['reconnects_requested']} / {p['reconnects_confirmed']}",
+            ),
+            ("  messages sent (var/demo-messages.log)", p["messages_sent"]),
+        ]
     rows.append(("wall time, s", summary.wall_seconds))
     for what, count in rows:
         table.add_row(what, str(count))

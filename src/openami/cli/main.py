@@ -159,7 +159,12 @@ def _serve(container: Container) -> None:
     add_help_option=False,
 )
 def worker(ctx: typer.Context) -> None:
-    """Run an MQTT head-end worker (options: `openami worker --help`)."""
+    """Run an MQTT head-end worker (options: `openami worker --help`); `openami worker jobs` runs the outbox
+    consumers and relay dispatch instead (options: `openami worker jobs --help`)."""
+    if ctx.args[:1] == ["jobs"]:
+        from openami.cli.worker import main as jobs_main
+
+        raise typer.Exit(jobs_main(ctx.args[1:]))
     from openami.headend.worker import main as worker_main
 
     raise typer.Exit(worker_main(ctx.args))

@@ -23,9 +23,12 @@ class RelayReportSink:
 
     def ingest(self, session: Session, batches: list[MeterBatch]) -> IngestResult:
         result = self._inner.ingest(session, batches)
+        awaiting = self._control.meters_awaiting_report(
+            session, [b.meter_id for b in batches if any(i.obis == RELAY_STATE for i in b.instants)]
+        )
         for batch in batches:
             relay = [i for i in batch.instants if i.obis == RELAY_STATE]
-            if relay:
+            if relay and batch.meter_id in awaiting:
                 # The latest value in the frame is the relay's state now; 1 connected, 0 open.
                 latest = max(relay, key=lambda i: i.read_at)
                 self._control.on_relay_report(session, batch.meter_id, latest.value >= 0.5, batch.received_at)

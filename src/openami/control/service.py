@@ -16,7 +16,7 @@ head-end writes its down-link counter on another connection while it sends).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -577,6 +577,26 @@ class ControlService:
         )
         return [_command_info(r) for r in rows]
 
+    def find(self, session: Session, request_key: str) -> RelayCommandInfo | None:
+        """The command made under `request_key`, if any (without making one)."""
+        row = session.scalars(select(RelayCommand).where(RelayCommand.request_key == request_key)).first()
+        return None if row is None else _command_info(row)
+
+    def finished_since(
+        self, session: Session, site_id: int, since: datetime, *, actor: str | None = None
+    ) -> list[RelayCommandInfo]:
+        """The site's commands that ended (confirmed, unconfirmed, failed, expired, cancelled) at or after
+        `since`, by `actor` when given, oldest first: what a caller that asked for them settles afterwards."""
+        stmt = select(RelayCommand).where(
+            RelayCommand.site_id == site_id, RelayCommand.finished_at >= ensure_aware(since, "since")
+        )
+        if actor is not None:
+            stmt = stmt.where(RelayCommand.actor == actor)
+        return [
+            _command_info(r)
+            for r in session.scalars(stmt.order_by(RelayCommand.finished_at, RelayCommand.id))
+        ]
+
     def get_bulk(self, session: Session, bulk_id: int) -> BulkOperationInfo:
         bulk = session.get(BulkOperation, bulk_id)
         if bulk is None:
@@ -735,6 +755,23 @@ class ControlService:
         return {b: rates[b] - recent.get(b, 0) for b in bulk_ids}
 
     # --- reports from meters --------------------------------------------------------------------------------
+
+    def meters_awaiting_report(self, session: Session, meter_ids: Collection[int]) -> set[int]:
+        """Which of `meter_ids` have a relay command sent and not yet confirmed: the only ones whose relay
+        reports can confirm anything (every uplink carries one; asking once per batch saves a query a meter)."""
+        wanted = sorted(set(meter_ids))
+        found: set[int] = set()
+        for at in range(0, len(wanted), 1000):
+            found.update(
+                session.scalars(
+                    select(RelayCommand.meter_id).where(
+                        RelayCommand.meter_id.in_(wanted[at : at + 1000]),
+                        RelayCommand.kind.in_([k.value for k in RELAY_KINDS]),
+                        RelayCommand.state == CommandState.SENT.value,
+                    )
+                )
+            )
+        return found
 
     def on_relay_report(
         self, session: Session, meter_id: int, connected: bool, at: datetime

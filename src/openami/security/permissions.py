@@ -23,6 +23,15 @@ class Permission(enum.StrEnum):
     BILLS_READ = "bills:read"  # bills, cost so far, projected bill (a customer: their own accounts')
     BILLS_RUN = "bills:run"  # run billing for a site
     HEADEND_READ = "headend:read"  # rejected frames and link state
+    RELAY_READ = "relay:read"  # relay commands and a site's control policy
+    RELAY_OPERATE = (
+        "relay:operate"  # disconnect, reconnect, bulk, cancel; supply protections, weather emergencies
+    )
+    CONTROL_POLICY_WRITE = "control-policy:write"  # when a site may be cut off (nights, weekends, holidays)
+    WALLETS_READ = "wallets:read"  # a prepaid wallet (a customer: their own accounts'), a site's credit rules
+    CREDIT_RULES_WRITE = "credit-rules:write"  # a site's thresholds, emergency credit, friendly hours
+    NOTIFICATIONS_READ = "notifications:read"  # preferences, subscriptions, the messages sent (own accounts')
+    NOTIFICATIONS_WRITE = "notifications:write"  # thresholds, quiet hours, language, where alerts go
     AUDIT_READ = "audit:read"
     USERS_READ = "users:read"
     USERS_MANAGE = "users:manage"  # create people, grant and revoke roles, reset passwords
@@ -35,6 +44,9 @@ _READ_ALL = frozenset(
         Permission.BILLS_READ,
         Permission.READINGS_READ,
         Permission.HEADEND_READ,
+        Permission.RELAY_READ,
+        Permission.WALLETS_READ,
+        Permission.NOTIFICATIONS_READ,
         Permission.USERS_READ,
         Permission.SELF,
     }
@@ -50,6 +62,12 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.READINGS_READ,
             Permission.READINGS_EDIT,
             Permission.HEADEND_READ,
+            Permission.RELAY_READ,
+            Permission.RELAY_OPERATE,
+            Permission.WALLETS_READ,
+            Permission.CREDIT_RULES_WRITE,
+            Permission.NOTIFICATIONS_READ,
+            Permission.NOTIFICATIONS_WRITE,
             Permission.SELF,
         }
     ),
@@ -59,14 +77,33 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.READINGS_READ,
             Permission.BILLS_READ,
             Permission.BILLS_RUN,
+            Permission.WALLETS_READ,
+            Permission.CREDIT_RULES_WRITE,
+            Permission.NOTIFICATIONS_READ,
+            Permission.NOTIFICATIONS_WRITE,
             Permission.SELF,
         }
     ),
     Role.FIELD_TECHNICIAN: frozenset(
-        {Permission.REGISTRY_READ, Permission.READINGS_READ, Permission.HEADEND_READ, Permission.SELF}
+        {
+            Permission.REGISTRY_READ,
+            Permission.READINGS_READ,
+            Permission.HEADEND_READ,
+            Permission.RELAY_READ,
+            Permission.SELF,
+        }
     ),
     Role.AUDITOR: _READ_ALL | {Permission.AUDIT_READ},
-    Role.CUSTOMER: frozenset({Permission.READINGS_READ, Permission.BILLS_READ, Permission.SELF}),
+    Role.CUSTOMER: frozenset(
+        {
+            Permission.READINGS_READ,
+            Permission.BILLS_READ,
+            Permission.WALLETS_READ,
+            Permission.NOTIFICATIONS_READ,
+            Permission.NOTIFICATIONS_WRITE,
+            Permission.SELF,
+        }
+    ),
 }
 
 # Roles whose reach is the whole site; a customer's is only their own accounts.

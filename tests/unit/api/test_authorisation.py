@@ -19,7 +19,7 @@ from openami.bootstrap import Container, bootstrap
 from openami.common.clock import ManualClock
 from openami.config import Settings
 from openami.security.models import Role
-from openami.security.permissions import ROLE_PERMISSIONS, Permission
+from openami.security.permissions import ROLE_PERMISSIONS, Permission, roles_granting
 from openami.storage.all_models import metadata
 from openami.storage.db import make_engine
 from tests.auth_helpers import make_person, sign_in
@@ -109,8 +109,15 @@ def test_the_matrix_is_what_the_roles_are_for() -> None:
     assert ROLE_PERMISSIONS[Role.CUSTOMER] == {
         Permission.READINGS_READ,
         Permission.BILLS_READ,
+        Permission.WALLETS_READ,
+        Permission.NOTIFICATIONS_READ,
+        Permission.NOTIFICATIONS_WRITE,  # their own alert thresholds, quiet hours and addresses
         Permission.SELF,
     }
+    # Cutting power: operators and admins only; when a site may be cut at all: admins only.
+    assert roles_granting(Permission.RELAY_OPERATE) == {Role.ADMIN, Role.OPERATOR}
+    assert roles_granting(Permission.CONTROL_POLICY_WRITE) == {Role.ADMIN}
+    assert Permission.CREDIT_RULES_WRITE not in ROLE_PERMISSIONS[Role.CUSTOMER]
     assert Permission.BILLS_RUN in ROLE_PERMISSIONS[Role.BILLING]
     assert Permission.BILLS_RUN not in ROLE_PERMISSIONS[Role.CUSTOMER]
     assert Permission.READINGS_EDIT in ROLE_PERMISSIONS[Role.OPERATOR]

@@ -36,6 +36,11 @@ class Tenant:
     markers: list[str] = field(default_factory=list)  # text that only this tenant's data contains
     bill_id: int = 0  # the tenant's bill for 1 March
     payment_id: int = 0  # the tenant's checkout in the sandbox
+    command_id: int = 0  # a reconnect queued for the tenant's meter
+    bulk_id: int = 0  # a bulk read-now of the tenant's meter
+    protection_id: int = 0  # a supply protection of the tenant's account
+    emergency_id: int = 0  # a weather emergency declared at the tenant's site
+    subscription_id: int = 0  # a webhook the tenant's alerts go to
 
     def values(self, **extra: object) -> dict[str, object]:
         """Path parameter values naming this tenant's objects."""
@@ -51,6 +56,11 @@ class Tenant:
             "interval_start": "2026-03-01T06:00:00Z",
             "bill_id": self.bill_id,
             "payment_id": self.payment_id,
+            "command_id": self.command_id,
+            "bulk_id": self.bulk_id,
+            "protection_id": self.protection_id,
+            "emergency_id": self.emergency_id,
+            "subscription_id": self.subscription_id,
             "provider": "sandbox",
             "token": "not-a-signed-checkout",
             "outcome": "failed",
@@ -118,6 +128,32 @@ def _tenant(
     )
 
 
+def _control_and_alerts(container: Container, session: Session, tenant: Tenant, *, meter_id: int) -> None:
+    """A relay command, a bulk operation, a protection, an emergency and a webhook of `tenant`, each carrying
+    the tenant's markers where it has text, so a response showing another tenant's can be found by text."""
+    control, who = container.control, {"actor": "world", "role": "test"}
+    tenant.command_id = control.request(
+        session, meter_id=meter_id, kind="reconnect", request_key=f"world-{tenant.tag}",
+        reason=f"restore ACC-{tenant.tag}", **who,
+    ).id  # fmt: skip
+    tenant.bulk_id = control.request_bulk(
+        session, meter_ids=[meter_id], kind="read_now", request_key=f"world-bulk-{tenant.tag}",
+        reason=f"re-read TX-{tenant.tag}", **who,
+    ).id  # fmt: skip
+    tenant.protection_id = control.add_protection(
+        session, account_id=tenant.account_id, kind="medical", reason=f"oxygen at ACC-{tenant.tag}",
+        valid_from=T0, valid_until=None, **who,
+    ).id  # fmt: skip
+    tenant.emergency_id = control.declare_emergency(
+        session, site_id=tenant.site_id, reason=f"storm over SP-{tenant.tag}", starts_at=T0 + timedelta(days=5),
+        ends_at=T0 + timedelta(days=6), **who,
+    ).id  # fmt: skip
+    tenant.subscription_id = container.notifications.subscribe(
+        session, tenant.account_id, "webhook", f"https://hooks.example.org/ACC-{tenant.tag}",
+        secret="s" * 32, **who,
+    ).id  # fmt: skip
+
+
 @dataclass
 class World:
     a: Tenant
@@ -175,5 +211,7 @@ def build_world(container: Container) -> World:
                 actor="world", role="test",
             )  # fmt: skip
             tenant.payment_id = started.payment.id
+            _control_and_alerts(container, session, tenant, meter_id=registry.meter_by_serial(
+                session, tenant.serial).id)  # fmt: skip
     b.markers += ["SITEB", "Site B Hiddenname"]
     return World(a, a2, b)
