@@ -37,6 +37,7 @@ from openami.prepayment.payments import PaymentService
 from openami.prepayment.providers import PaymentProvider
 from openami.prepayment.providers.sandbox import SandboxProvider
 from openami.prepayment.providers.stripe_provider import StripeProvider
+from openami.prepayment.tokens import TokenService
 from openami.prepayment.wallet import WalletService
 from openami.readings.service import ReadingsService
 from openami.registry.service import RegistryService
@@ -59,6 +60,7 @@ class Container:
     payments: PaymentService  # the sandbox provider always; Stripe when configured
     control: ControlService  # relay commands, the safety policy, supply protections, weather emergencies
     wallets: WalletService  # prepaid wallets and a site's credit rules
+    tokens: TokenService  # OpenPAYGo offline tokens: a site's token unit, provisioning meters, issuing tokens
     notifications: NotificationService  # the channels `notification_channels(settings)` configures
 
     def headend(self, transport: Transport | None = None) -> HeadEnd:
@@ -118,6 +120,7 @@ def bootstrap(
         ),
         control=ControlService(clock, registry, audit_log),
         wallets=WalletService(clock, registry, ledger, BillingService(clock, registry, ledger), audit_log),
+        tokens=TokenService(clock, registry, meter_keys),
         notifications=NotificationService(clock, registry, audit_log, notification_channels(settings, clock)),
     )
 

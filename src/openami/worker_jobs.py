@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -47,9 +47,11 @@ from openami.common.errors import NotFoundError, ValidationError
 from openami.control.interfaces import CommandSender, DispatchResult
 from openami.control.service import ControlService
 from openami.headend.codec import Command
+from openami.notifications.service import NotificationService
 from openami.outbox.dispatcher import Dispatcher, DispatchReport, Handler
 from openami.outbox.interfaces import OutboxEvent
 from openami.outbox.service import OutboxService
+from openami.prepayment.automation import CreditAutomation
 from openami.prepayment.credited import CREDITED_TOPIC, PaymentCreditedEmitter
 from openami.prepayment.payments import PaymentService
 from openami.prepayment.wallet import WalletService
@@ -58,6 +60,7 @@ from openami.storage.db import unit_of_work
 
 log = structlog.get_logger(__name__)
 
+CREDIT_LOCK_CLASS = 0x43524544  # "CRED": one worker at a time evaluates a site's prepaid credit
 WEBHOOK_TOPIC = "payment.webhook"
 DISPATCH_TOPIC = "relay.dispatch"
 MAX_WEBHOOK_BODY_BYTES = 256 * 1024  # providers' notifications are a few kB; the body is stored in the event
@@ -253,6 +256,7 @@ def job_handlers(
 class JobsReport:
     events: DispatchReport
     relay: DispatchResult
+    credit_rounds: int = 0  # sites whose prepaid credit was evaluated (CreditAutomation)
 
 
 class JobsWorker:
@@ -272,6 +276,8 @@ class JobsWorker:
         lease_s: float = 300.0,
         idle_wait_s: float = 1.0,
         worker: str | None = None,
+        credit: CreditRounds | None = None,
+        credit_interval_s: float = 300.0,
     ) -> None:
         if send_interval_s <= 0:
             raise ValidationError(f"must be positive, got {send_interval_s}", "send_interval_s")
@@ -280,6 +286,8 @@ class JobsWorker:
         self._sender = sender
         self._send_interval_s = send_interval_s
         self._idle_wait_s = idle_wait_s
+        self._credit = credit
+        self._credit_interval_s = credit_interval_s
         self.dispatcher = Dispatcher(
             factory,
             outbox,
@@ -296,18 +304,23 @@ class JobsWorker:
             return dispatch_relay_commands(session, self._control, self._sender)
 
     def run_once(self, max_batches: int = 1000) -> JobsReport:
-        """Handle every event that is due, then dispatch relay commands once (`openami worker jobs --once`)."""
+        """Handle every event that is due, run a credit round, then dispatch relay commands once (`openami worker
+        jobs --once`)."""
         events = self.dispatcher.drain(max_batches)
-        return JobsReport(events, self.send_due())
+        rounds = self._credit.run(self._factory) if self._credit is not None else 0
+        return JobsReport(events, self.send_due(), rounds)
 
     def run_forever(self, stop: threading.Event) -> None:
         """Until `stop` is set. A database error is logged and the loop goes on after `idle_wait_s`."""
         log.info("worker.jobs_started", worker=self.dispatcher.worker)
-        next_send = time.monotonic()
+        next_send = next_credit = time.monotonic()
         while not stop.is_set():
             claimed = 0
             try:
                 claimed = self.dispatcher.run_once(stop).claimed
+                if self._credit is not None and time.monotonic() >= next_credit:
+                    self._credit.run(self._factory)
+                    next_credit = time.monotonic() + self._credit_interval_s
                 if time.monotonic() >= next_send:
                     self.send_due()
                     next_send = time.monotonic() + self._send_interval_s
@@ -316,6 +329,40 @@ class JobsWorker:
             if claimed == 0:
                 stop.wait(max(0.0, min(self._idle_wait_s, next_send - time.monotonic())))
         log.info("worker.jobs_stopped", worker=self.dispatcher.worker)
+
+
+class CreditRounds:
+    """Every prepaid site's credit round (`prepayment.automation.CreditAutomation`): settle the relay commands the
+    meters confirmed in the last `settle_window` (settling again changes nothing), evaluate each site in a
+    transaction of its own (on PostgreSQL one worker at a time per site), then send the messages due."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        automation: CreditAutomation,
+        notifications: NotificationService,
+        settle_window: timedelta = timedelta(days=1),
+    ) -> None:
+        self._clock = clock
+        self._automation = automation
+        self._notifications = notifications
+        self._settle_window = settle_window
+
+    def run(self, factory: sessionmaker[Session]) -> int:
+        with unit_of_work(factory) as session:
+            sites = [site.id for site in self._automation.registry.list_sites(session)]
+        for site_id in sites:
+            with unit_of_work(factory) as session:
+                if session.get_bind().dialect.name == "postgresql":
+                    session.execute(
+                        text("SELECT pg_advisory_xact_lock(:cls, :site)"),
+                        {"cls": CREDIT_LOCK_CLASS, "site": site_id},
+                    )
+                now = self._clock.now()
+                self._automation.settle(session, site_id, now - self._settle_window)
+                self._automation.evaluate(session, site_id, now)
+        self._notifications.deliver_due(factory, self._clock.now())
+        return len(sites)
 
 
 def build_jobs_worker(container: Container, sender: CommandSender, **options: Any) -> JobsWorker:
@@ -338,4 +385,6 @@ def build_jobs_worker(container: Container, sender: CommandSender, **options: An
     wallets = WalletService(clock, registry, ledger, BillingService(clock, registry, ledger), audit)
     control = ControlService(clock, registry, audit)
     handlers = job_handlers(payments_at=payments_at, wallets=wallets, control=control, sender=sender)
+    automation = CreditAutomation(registry, wallets, control, container.notifications)
+    options.setdefault("credit", CreditRounds(clock, automation, container.notifications))
     return JobsWorker(container.session_factory, outbox, handlers, control=control, sender=sender, **options)

@@ -22,6 +22,7 @@ from openami.control.api import router as control_router
 from openami.headend.api import router as headend_router
 from openami.notifications.api import router as notifications_router
 from openami.prepayment.payments_api import router as payments_router
+from openami.prepayment.tokens_api import router as tokens_router
 from openami.prepayment.wallet_api import router as wallets_router
 from openami.readings.api import router as readings_router
 from openami.registry.api import router as registry_router
@@ -136,6 +137,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(payments_router)
     app.include_router(control_router)
     app.include_router(wallets_router)
+    app.include_router(tokens_router)
     app.include_router(notifications_router)
 
     @app.get("/healthz", tags=["ops"], dependencies=[PUBLIC])

@@ -17,6 +17,7 @@ from openami.cli.common import fail as _fail
 from openami.cli.ledger import app as ledger_app
 from openami.cli.registry import app as registry_app
 from openami.cli.tariff import app as tariff_app
+from openami.cli.tokens import app as tokens_app
 from openami.cli.users import app as users_app
 from openami.common.errors import ConfigurationError
 from openami.config import Settings
@@ -36,6 +37,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(tariff_app, name="tariff")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(billing_app, name="bill")
+app.add_typer(tokens_app, name="tokens")
 app.add_typer(
     audit_app, name="audit", help="The operation log: verify its hash chain, sign and export checkpoints."
 )

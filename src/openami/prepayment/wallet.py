@@ -690,13 +690,7 @@ class WalletService:
         )
 
     def _site(self, session: Session, site_id: int) -> SiteInfo:
-        try:
-            return self.registry.get_site(session, site_id)
-        except NotFoundError:
-            raise ValidationError(f"no site with id {site_id}", "site_id") from None
+        return self.registry.site_named_by_input(session, site_id)
 
     def _account(self, session: Session, account_id: int) -> AccountInfo:
-        try:
-            return self.registry.get_account(session, account_id)
-        except NotFoundError:
-            raise ValidationError(f"no account with id {account_id}", "account_id") from None
+        return self.registry.account_named_by_input(session, account_id)

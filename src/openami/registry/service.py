@@ -416,6 +416,21 @@ class RegistryService:
     def get_account(self, session: Session, account_id: int) -> AccountInfo:
         return account_info(self._get(session, Account, account_id, "account"))
 
+    def site_named_by_input(self, session: Session, site_id: int) -> SiteInfo:
+        """The site a caller's input names: ValidationError at `site_id` (not NotFoundError) when there is none,
+        for services whose callers pass the id as an argument rather than a path."""
+        try:
+            return self.get_site(session, site_id)
+        except NotFoundError:
+            raise ValidationError(f"no site with id {site_id}", "site_id") from None
+
+    def account_named_by_input(self, session: Session, account_id: int) -> AccountInfo:
+        """As `site_named_by_input`, for an account id."""
+        try:
+            return self.get_account(session, account_id)
+        except NotFoundError:
+            raise ValidationError(f"no account with id {account_id}", "account_id") from None
+
     def accounts_in_site(self, session: Session, site_id: int, account_ids: Collection[int]) -> set[int]:
         """Which of `account_ids` are accounts of the site: one query per thousand ids."""
         wanted = sorted(set(account_ids))

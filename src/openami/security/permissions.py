@@ -30,6 +30,7 @@ class Permission(enum.StrEnum):
     CONTROL_POLICY_WRITE = "control-policy:write"  # when a site may be cut off (nights, weekends, holidays)
     WALLETS_READ = "wallets:read"  # a prepaid wallet (a customer: their own accounts'), a site's credit rules
     CREDIT_RULES_WRITE = "credit-rules:write"  # a site's thresholds, emergency credit, friendly hours
+    TOKENS_ISSUE = "tokens:issue"  # a site's offline-token unit; add, set and disable tokens for a meter
     NOTIFICATIONS_READ = "notifications:read"  # preferences, subscriptions, the messages sent (own accounts')
     NOTIFICATIONS_WRITE = "notifications:write"  # thresholds, quiet hours, language, where alerts go
     AUDIT_READ = "audit:read"
@@ -66,6 +67,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.RELAY_OPERATE,
             Permission.WALLETS_READ,
             Permission.CREDIT_RULES_WRITE,
+            Permission.TOKENS_ISSUE,
             Permission.NOTIFICATIONS_READ,
             Permission.NOTIFICATIONS_WRITE,
             Permission.SELF,
@@ -79,6 +81,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.BILLS_RUN,
             Permission.WALLETS_READ,
             Permission.CREDIT_RULES_WRITE,
+            Permission.TOKENS_ISSUE,
             Permission.NOTIFICATIONS_READ,
             Permission.NOTIFICATIONS_WRITE,
             Permission.SELF,

@@ -71,12 +71,13 @@ def make_customer(
     *,
     installed_at: datetime = datetime(2025, 6, 1, tzinfo=UTC),
     interval_s: int = HOUR,
+    kind: str = "postpaid",
 ) -> Customer:
     customer = registry.create_customer(
         session, site_id=site.id, reference=f"C-{number}", name=f"Cust {number}"
     )
     account = registry.create_account(
-        session, site_id=site.id, customer_id=customer.id, number=number, kind="postpaid"
+        session, site_id=site.id, customer_id=customer.id, number=number, kind=kind
     )
     point = registry.create_service_point(
         session, site_id=site.id, code=f"SP-{number}", rated_current_a=60, account_id=account.id

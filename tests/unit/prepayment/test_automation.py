@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from openami.common.clock import ManualClock
 from openami.control.interfaces import CommandKind, CommandState
@@ -21,6 +21,7 @@ from openami.prepayment.credit import CreditRules, FriendlyHours
 from openami.prepayment.wallet import WalletService
 from openami.registry.service import RegistryService
 from openami.security.audit import AuditLog
+from openami.worker_jobs import CreditRounds
 from tests.unit.prepayment.wallet_world import PrepaidSite, top_up
 
 NEVER_FRIENDLY = FriendlyHours(daily_from=None, daily_to=None, weekdays=frozenset(), holidays=False)
@@ -149,3 +150,22 @@ def test_a_refused_disconnect_is_asked_for_again_once_the_refusal_is_over(parts:
     commands = [parts.control.get(db, i) for i in after.disconnects_requested]
     assert {c.state for c in commands} == {CommandState.QUEUED}
     assert all(c.request_key.endswith(":disconnect:1") for c in commands)
+
+
+def test_the_workers_credit_rounds_evaluate_every_site_in_its_own_transaction(
+    parts: Parts, wallet_factory: sessionmaker[Session]
+) -> None:
+    rounds = CreditRounds(parts.clock, parts.automation, parts.notifications)
+
+    assert rounds.run(wallet_factory) == 1
+
+    with wallet_factory() as session:
+        queued = [
+            c
+            for m in (parts.site.first.meter.id, parts.site.second.meter.id)
+            for c in parts.control.commands_for_meter(session, m)
+        ]
+    assert [(c.kind, c.state) for c in queued] == [(CommandKind.DISCONNECT, CommandState.QUEUED)] * 2
+    assert rounds.run(wallet_factory) == 1  # again: nothing new
+    with wallet_factory() as session:
+        assert len(parts.control.commands_for_meter(session, parts.site.first.meter.id)) == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 from sqlalchemy.orm import Session
 
@@ -13,10 +13,9 @@ from openami.ledger.interfaces import AccountPurpose, JournalKind, NewPosting
 from openami.ledger.service import LedgerService
 from openami.registry.interfaces import SiteInfo
 from openami.registry.service import RegistryService
-from tests.unit.billing.world import HOUR, Customer
+from tests.unit.billing.world import Customer, make_customer
 
 JAN, FEB = date(2026, 1, 1), date(2026, 2, 1)
-_keys = itertools.count(101)
 _payments = itertools.count(1)
 
 
@@ -31,27 +30,7 @@ class PrepaidSite:
 def make_prepaid_customer(
     session: Session, registry: RegistryService, site: SiteInfo, number: str
 ) -> Customer:
-    customer = registry.create_customer(
-        session, site_id=site.id, reference=f"C-{number}", name=f"Cust {number}"
-    )
-    account = registry.create_account(
-        session, site_id=site.id, customer_id=customer.id, number=number, kind="prepaid"
-    )
-    point = registry.create_service_point(
-        session, site_id=site.id, code=f"SP-{number}", rated_current_a=60, account_id=account.id
-    )
-    meter = registry.create_meter(
-        session,
-        site_id=site.id,
-        serial=f"{site.code}-M-{number}",
-        model="test",
-        rated_current_a=60,
-        auth_key=bytes([next(_keys) % 256]) * 32,
-        load_profile_interval_s=HOUR,
-        service_point_id=point.id,
-        installed_at=datetime(2025, 6, 1, tzinfo=UTC),
-    )
-    return Customer(account, meter)
+    return make_customer(session, registry, site, number, kind="prepaid")
 
 
 def top_up(
