@@ -9,13 +9,15 @@ import gc
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
+from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from openami.billing.service import BillingService
 from openami.common.clock import Clock, SystemClock
-from openami.common.errors import ConfigurationError
+from openami.common.errors import ConfigurationError, ValidationError
 from openami.config import Settings
 from openami.control.service import ControlService
 from openami.headend.collection import CollectionJobs
@@ -37,6 +39,7 @@ from openami.prepayment.payments import PaymentService
 from openami.prepayment.providers import PaymentProvider
 from openami.prepayment.providers.sandbox import SandboxProvider
 from openami.prepayment.providers.stripe_provider import StripeProvider
+from openami.prepayment.providers.wechatpay import WeChatPayProvider
 from openami.prepayment.tokens import TokenService
 from openami.prepayment.wallet import WalletService
 from openami.readings.service import ReadingsService
@@ -155,7 +158,9 @@ def notification_channels(settings: Settings, clock: Clock) -> dict[ChannelKind,
 
 
 def payment_providers(settings: Settings, clock: Clock) -> list[PaymentProvider]:
-    """The providers `settings` configure: the sandbox always, Stripe when its key and endpoint secret are set."""
+    """The providers `settings` configure: the sandbox always, Stripe when its key and endpoint secret are set,
+    WeChat Pay when all its settings are (`WECHATPAY_SETTINGS`). ConfigurationError, naming the setting, for
+    WeChat Pay settings given in part, a key file that cannot be read or a key that is not one."""
     configured = settings.payment_sandbox_secret
     secret = configured.get_secret_value().encode() if configured else secrets.token_bytes(32)
     base = settings.public_base_url.rstrip("/")
@@ -169,7 +174,85 @@ def payment_providers(settings: Settings, clock: Clock) -> list[PaymentProvider]
                 cancel_url=f"{base}/payments/cancelled",
             )
         )
+    wechatpay = wechatpay_provider(settings)
+    if wechatpay is not None:
+        providers.append(wechatpay)
     return providers
+
+
+# Every one is needed: the merchant id, AppID, merchant serial and private key open checkouts, the platform key
+# and the API v3 key verify and decrypt notifications, and WeChat Pay sends them to the notify URL.
+WECHATPAY_SETTINGS = (
+    "wechatpay_mchid",
+    "wechatpay_appid",
+    "wechatpay_apiv3_key",
+    "wechatpay_merchant_serial",
+    "wechatpay_merchant_private_key_file",
+    "wechatpay_platform_public_key_file",
+    "wechatpay_platform_serial",
+    "wechatpay_notify_url",
+)
+# Which setting a WeChatPayProvider ValidationError's location is about.
+_WECHATPAY_KEY_SETTINGS = {
+    "wechat pay API v3 key": "wechatpay_apiv3_key",
+    "wechat pay platform key": "wechatpay_platform_public_key_file",
+    "wechat pay merchant private key": "wechatpay_merchant_private_key_file",
+}
+
+
+def _env_name(setting: str) -> str:
+    return f"OPENAMI_{setting.upper()}"
+
+
+def wechatpay_provider(settings: Settings) -> WeChatPayProvider | None:
+    """WeChat Pay from `settings`: None when none of WECHATPAY_SETTINGS is set, the provider when all are."""
+    values = {name: getattr(settings, name) for name in WECHATPAY_SETTINGS}
+    given = [
+        name
+        for name, value in values.items()
+        if value is not None
+        and (value.get_secret_value() if isinstance(value, SecretStr) else str(value)).strip()
+    ]
+    if not given:
+        return None
+    missing = [name for name in WECHATPAY_SETTINGS if name not in given]
+    if missing:
+        raise ConfigurationError(
+            f"WeChat Pay is configured in part: {', '.join(map(_env_name, missing))} "
+            f"{'is' if len(missing) == 1 else 'are'} not set (set all of {', '.join(map(_env_name, given))} "
+            "and these, or none)"
+        )
+    notify_url = str(values["wechatpay_notify_url"])
+    if not notify_url.startswith("https://"):
+        raise ConfigurationError(
+            f"{_env_name('wechatpay_notify_url')} must be an https:// URL (WeChat Pay calls only those), "
+            f"got {notify_url!r}"
+        )
+
+    def read(setting: str) -> str:
+        path = values[setting]
+        try:
+            return Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not a text (PEM) file"
+            raise ConfigurationError(f"{_env_name(setting)}: cannot read the key file {path}: {why}") from exc
+
+    apiv3_key = settings.wechatpay_apiv3_key  # set: checked above
+    try:
+        return WeChatPayProvider(
+            apiv3_key="" if apiv3_key is None else apiv3_key.get_secret_value(),
+            platform_public_key=read("wechatpay_platform_public_key_file"),
+            platform_serial=str(values["wechatpay_platform_serial"]),
+            notify_url=notify_url,
+            mchid=str(values["wechatpay_mchid"]),
+            appid=str(values["wechatpay_appid"]),
+            merchant_private_key=read("wechatpay_merchant_private_key_file"),
+            merchant_serial=str(values["wechatpay_merchant_serial"]),
+        )
+    except ValidationError as exc:
+        setting = _WECHATPAY_KEY_SETTINGS.get(exc.location or "")
+        where = _env_name(setting) if setting else "WeChat Pay settings"
+        raise ConfigurationError(f"{where}: {exc.message}") from exc
 
 
 def tune_gc_for_ingestion() -> None:

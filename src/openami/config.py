@@ -55,6 +55,31 @@ class Settings(BaseSettings):
     )
     stripe_api_key: SecretStr | None = None  # Stripe is offered when both of these are set
     stripe_webhook_secret: SecretStr | None = None
+    # WeChat Pay API v3 (Native, a QR code to scan) is offered when all of these are set; some but not all set is
+    # a configuration error naming the missing ones (bootstrap.payment_providers). The platform key is WeChat Pay's
+    # "platform public key" (or platform certificate) that signs its notifications, named by its serial/ID.
+    wechatpay_mchid: str | None = Field(default=None, description="WeChat Pay merchant id (mchid)")
+    wechatpay_appid: str | None = Field(default=None, description="the AppID the merchant is bound to")
+    wechatpay_apiv3_key: SecretStr | None = Field(
+        default=None, description="the API v3 key (32 bytes): decrypts notifications' resources"
+    )
+    wechatpay_merchant_serial: str | None = Field(
+        default=None, description="serial number of the merchant's API certificate"
+    )
+    wechatpay_merchant_private_key_file: Path | None = Field(
+        default=None, description="PEM RSA private key of the merchant's API certificate (apiclient_key.pem)"
+    )
+    wechatpay_platform_public_key_file: Path | None = Field(
+        default=None,
+        description="PEM public key (or certificate) of WeChat Pay's platform, verifying webhooks",
+    )
+    wechatpay_platform_serial: str | None = Field(
+        default=None, description="the platform key's ID or certificate serial (the Wechatpay-Serial header)"
+    )
+    wechatpay_notify_url: str | None = Field(
+        default=None,
+        description="where WeChat Pay sends notifications: <public base>/api/v1/payments/webhooks/wechatpay",
+    )
     # Notification channels (notifications.channels). Webhooks and apprise URLs need no settings; e-mail is
     # offered when an SMTP host is set, web push when a VAPID key and subject are. A channel not offered refuses
     # subscriptions to it.

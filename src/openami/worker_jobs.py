@@ -29,7 +29,7 @@ import binascii
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,8 +41,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from openami.billing.service import BillingService
-from openami.bootstrap import Container, payment_providers
-from openami.common.clock import Clock, ensure_aware
+from openami.bootstrap import Container
+from openami.common.clock import Clock
 from openami.common.errors import NotFoundError, ValidationError
 from openami.control.interfaces import CommandSender, DispatchResult
 from openami.control.service import ControlService
@@ -52,7 +52,7 @@ from openami.outbox.dispatcher import Dispatcher, DispatchReport, Handler
 from openami.outbox.interfaces import OutboxEvent
 from openami.outbox.service import OutboxService
 from openami.prepayment.automation import CreditAutomation
-from openami.prepayment.credited import CREDITED_TOPIC, PaymentCreditedEmitter
+from openami.prepayment.credited import CREDITED_TOPIC
 from openami.prepayment.payments import PaymentService
 from openami.prepayment.wallet import WalletService
 from openami.security.audit import AuditLog
@@ -111,22 +111,10 @@ def accept_webhook(
     return event_id
 
 
-class FixedClock:
-    """A clock stopped at one instant: the providers' replay-window check runs at the delivery's arrival."""
+def webhook_handler(payments: PaymentService) -> Handler:
+    """Applies a stored delivery with `payments`, its signature's timestamp judged at the delivery's arrival
+    (`received_at` in the event), not now."""
 
-    def __init__(self, instant: datetime) -> None:
-        self._instant = ensure_aware(instant, "instant")
-
-    def now(self) -> datetime:
-        return self._instant
-
-
-# Builds the payment service whose providers check signatures' timestamps at `received_at` (bootstrap's
-# `payment_providers(settings, FixedClock(received_at))`); its own clock stays the worker's.
-PaymentsAt = Callable[[datetime], PaymentService]
-
-
-def webhook_handler(payments_at: PaymentsAt) -> Handler:
     def handle_payment_webhook(session: Session, event: OutboxEvent) -> None:
         payload = event.payload
         where = f"outbox event {event.id} ({WEBHOOK_TOPIC})"
@@ -136,7 +124,7 @@ def webhook_handler(payments_at: PaymentsAt) -> Handler:
             provider, headers = str(payload["provider"]), dict(payload["headers"])
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise ValidationError(f"not a stored webhook delivery: {exc!r}", where) from exc
-        result = payments_at(received_at).handle_webhook(session, provider, headers, body)
+        result = payments.handle_webhook(session, provider, headers, body, received_at=received_at)
         log.info(
             "worker.webhook_handled",
             event_id=event.id,
@@ -236,14 +224,14 @@ def relay_dispatch_handler(control: ControlService, sender: CommandSender) -> Ha
 
 def job_handlers(
     *,
-    payments_at: PaymentsAt,
+    payments: PaymentService,
     wallets: WalletService,
     control: ControlService,
     sender: CommandSender,
 ) -> dict[str, Handler]:
     """The handler table: which topic does what."""
     return {
-        WEBHOOK_TOPIC: webhook_handler(payments_at),
+        WEBHOOK_TOPIC: webhook_handler(payments),
         CREDITED_TOPIC: top_up_handler(wallets),
         DISPATCH_TOPIC: relay_dispatch_handler(control, sender),
     }
@@ -369,22 +357,17 @@ def build_jobs_worker(container: Container, sender: CommandSender, **options: An
     """The jobs worker of `container`'s system, sending relay commands through `sender` (the head-end).
 
     Builds the services the handlers need from the container's parts; `options` are JobsWorker's keywords.
-    The payment service used for webhooks has the container's providers re-made per delivery with a clock
-    stopped at its arrival (`payment_providers(settings, FixedClock(received_at))`): the sandbox's secret must
-    then be configured (OPENAMI_PAYMENT_SANDBOX_SECRET), or the API and the worker would each make their own.
+    Webhooks are applied by the container's payment service, each judged at its arrival (`received_at`). When
+    the API and the worker are separate processes, the sandbox's secret must be configured
+    (OPENAMI_PAYMENT_SANDBOX_SECRET), or each would make its own and the worker would refuse the API's deliveries.
     """
     clock, registry, ledger = container.clock, container.registry, container.ledger
     outbox = OutboxService(clock)
     audit = AuditLog(clock)
-    emitter = PaymentCreditedEmitter(outbox)
-
-    def payments_at(received_at: datetime) -> PaymentService:
-        providers = payment_providers(container.settings, FixedClock(received_at))
-        return PaymentService(clock, registry, ledger, providers, audit_log=audit, observers=[emitter])
-
+    payments = container.payments
     wallets = WalletService(clock, registry, ledger, BillingService(clock, registry, ledger), audit)
     control = ControlService(clock, registry, audit)
-    handlers = job_handlers(payments_at=payments_at, wallets=wallets, control=control, sender=sender)
+    handlers = job_handlers(payments=payments, wallets=wallets, control=control, sender=sender)
     automation = CreditAutomation(registry, wallets, control, container.notifications)
     options.setdefault("credit", CreditRounds(clock, automation, container.notifications))
     return JobsWorker(container.session_factory, outbox, handlers, control=control, sender=sender, **options)

@@ -40,6 +40,7 @@ CURRENT_L1 = "1-0:31.7.0"
 CURRENT_NEUTRAL = "1-0:91.7.0"
 RELAY_STATE = "0-0:96.3.10"  # disconnect control output state: 1 connected, 0 disconnected
 CLOCK = "0-0:1.0.0"
+LOAD_LIMIT = "0-0:17.0.0"  # DLMS limiter threshold: import power W above which the meter trips; 0 none
 
 
 def _per_rate(base: str, name: str) -> list[Quantity]:
@@ -62,6 +63,7 @@ QUANTITIES: dict[str, Quantity] = {
         Quantity(CURRENT_L1, "current L1 (phase)", Kind.INSTANT, "A", scale=3),
         Quantity(CURRENT_NEUTRAL, "current neutral", Kind.INSTANT, "A", scale=3),
         Quantity(RELAY_STATE, "relay (disconnect control) state", Kind.STATE, ""),
+        Quantity(LOAD_LIMIT, "load limit (limiter threshold)", Kind.INSTANT, "W"),
     ]
 }
 

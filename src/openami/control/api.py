@@ -32,6 +32,7 @@ from openami.control.interfaces import (
 )
 from openami.control.models import SupplyProtection, WeatherEmergency
 from openami.control.service import MAX_KEY_CHARS, PROTECTION_KINDS
+from openami.headend.codec import MAX_LOAD_LIMIT_W
 from openami.registry.interfaces import MeterInfo
 from openami.security.permissions import Permission
 
@@ -53,11 +54,20 @@ RequestKey = Annotated[
 MAX_BULK_METERS = 10_000
 
 
+LimitW = Annotated[
+    int | None,
+    Field(
+        default=None, ge=0, le=MAX_LOAD_LIMIT_W, description="set_load_limit only: watts, 0 lifts the limit"
+    ),
+]
+
+
 class CommandIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: CommandKind
     request_key: RequestKey
     reason: Reason
+    limit_w: LimitW = None
 
 
 class CommandOut(BaseModel):
@@ -80,6 +90,7 @@ class CommandOut(BaseModel):
     refused_rule: str | None = Field(description="the safety rule that refused a disconnect")
     refused_until: datetime | None = Field(description="when that rule stops refusing (null: no known end)")
     reported_connected: bool | None = Field(description="the relay state the meter reported")
+    limit_w: int | None = Field(description="the load limit asked for (set_load_limit)")
     detail: str
 
 
@@ -91,6 +102,7 @@ class BulkIn(BaseModel):
     kind: CommandKind
     request_key: RequestKey
     reason: Reason
+    limit_w: LimitW = None
     per_minute: int | None = Field(
         default=None, ge=1, le=100_000, description="at most this many sent a minute (default: the site's)"
     )
@@ -201,6 +213,7 @@ def _command_out(command: RelayCommandInfo, serial: str) -> CommandOut:
         refused_rule=None if command.refused_rule is None else command.refused_rule.value,
         refused_until=command.refused_until,
         reported_connected=command.reported_connected,
+        limit_w=command.limit_w,
         detail=command.detail,
     )
 
@@ -326,6 +339,7 @@ def request_command(
             actor=access.actor,
             role=_role(access),
             reason=body.reason,
+            limit_w=body.limit_w,
         )
     except ConflictError:
         raise _key_conflict(body.request_key) from None
@@ -405,6 +419,7 @@ def request_bulk(
             role=_role(access),
             reason=body.reason,
             per_minute=body.per_minute,
+            limit_w=body.limit_w,
         )
     except ConflictError:
         raise _key_conflict(body.request_key) from None

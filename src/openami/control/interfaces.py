@@ -20,6 +20,8 @@ class CommandKind(enum.StrEnum):
     RECONNECT = "reconnect"  # close the relay; confirmed by a report of the relay closed
     READ_NOW = "read_now"  # re-read the recent load profile; confirmed by the meter's reply
     SET_CLOCK = "set_clock"  # set the meter's clock to the head-end's time at sending; confirmed by the reply
+    # Set the meter's load limit to `limit_w` W (0: none); confirmed by a reply reporting that limit (0-0:17.0.0).
+    SET_LOAD_LIMIT = "set_load_limit"
 
 
 RELAY_KINDS = frozenset({CommandKind.DISCONNECT, CommandKind.RECONNECT})
@@ -69,6 +71,7 @@ class RelayCommandInfo:
     refused_until: datetime | None  # when that refusal ends (None: no known end)
     reported_connected: bool | None  # the relay state the meter reported, for relay commands
     detail: str  # why it ended as it did, readable
+    limit_w: int | None = None  # the load limit a set_load_limit asks for, W (0: none); None for other kinds
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,7 +105,14 @@ class RelayCommand(Base):
             "state IN ('queued', 'sent', 'confirmed', 'unconfirmed', 'failed', 'expired', 'cancelled')",
             name="state",
         ),
-        CheckConstraint("kind IN ('disconnect', 'reconnect', 'read_now', 'set_clock')", name="kind"),
+        CheckConstraint(
+            "kind IN ('disconnect', 'reconnect', 'read_now', 'set_clock', 'set_load_limit')", name="kind"
+        ),
+        CheckConstraint(
+            "(kind = 'set_load_limit' AND limit_w IS NOT NULL AND limit_w >= 0)"
+            " OR (kind <> 'set_load_limit' AND limit_w IS NULL)",
+            name="limit_w_with_set_load_limit",
+        ),
         CheckConstraint("attempts >= 0", name="attempts_not_negative"),
         # The dispatcher's scan: active commands by when they are next due.
         Index("ix_relay_command_state_next_attempt_at", "state", "next_attempt_at"),
@@ -133,3 +140,4 @@ class RelayCommand(Base):
     refused_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     reported_connected: Mapped[bool | None] = mapped_column(Boolean)
     detail: Mapped[str] = mapped_column(Text, default="")
+    limit_w: Mapped[int | None] = mapped_column(Integer)  # set_load_limit only: the limit asked for, W

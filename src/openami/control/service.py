@@ -5,8 +5,12 @@ The steps are plain methods so that a scheduler or the transactional outbox can 
 - `request` / `request_bulk` queue commands (a refused disconnect is recorded as `failed`, naming the rule);
 - `send_due` sends what is due through a `CommandSender` (the head-end), retries with exponential backoff, and ends
   commands at their deadline: `unconfirmed` when sent but never reported, `expired` when never handed over;
-- `on_relay_report` / `on_reply` confirm sent commands from what the meter itself reports (see reports.py, which
-  feeds them from the head-end's uplinks in the same transaction).
+- `on_relay_report` / `on_reply` / `on_load_limit_report` confirm sent commands from what the meter itself
+  reports (see reports.py, which feeds them from the head-end's uplinks in the same transaction).
+
+A meter with a load limit opens its relay by itself when the limit is exceeded. Such an open relay is no remote
+disconnection, so for a meter that may have a limit in force a disconnect is confirmed only by a relay report in
+the meter's reply (which it sends after carrying the command out), never by a periodic push.
 
 Nothing is ever "done" on the strength of having been sent: only the meter's report confirms. Every transition is
 appended to the operation log with its actor and reason. Services never commit: the caller's transaction does.
@@ -47,7 +51,13 @@ from openami.control.models import (
     WeatherEmergency,
 )
 from openami.control.policy import Emergency, Protection, Refusal, Rule, SafetyRules, check_disconnect
-from openami.headend.codec import Command, format_utc, reread_command
+from openami.headend.codec import (
+    MAX_LOAD_LIMIT_W,
+    Command,
+    format_utc,
+    load_limit_command,
+    reread_command,
+)
 from openami.registry.interfaces import MeterInfo
 from openami.security.audit import AuditLog
 
@@ -326,24 +336,27 @@ class ControlService:
         role: str,
         reason: str,
         ttl: timedelta | None = None,
+        limit_w: int | None = None,
     ) -> RelayCommandInfo:
         """Queue `kind` for meter `meter_id`, or return the command already made under `request_key`.
 
-        The same key with a different meter or kind raises ConflictError. A disconnect the safety policy refuses
+        `limit_w` (W of import, 0 removes the limit) goes with set_load_limit and with no other kind. The same
+        key with a different meter, kind or limit raises ConflictError. A disconnect the safety policy refuses
         now is recorded as `failed` with `refused_rule` and `refused_until` (and returned, not raised), so the
         refusal is kept. A relay command cancels the meter's active relay commands of the other kind: the
         newest intent wins. Unknown meter: NotFoundError.
         """
         kind = _kind(kind)
         _check_key(request_key)
+        _check_limit(kind, limit_w)
         existing = session.scalars(
             select(RelayCommand).where(RelayCommand.request_key == request_key)
         ).first()
         if existing is not None:
-            if existing.meter_id != meter_id or existing.kind != kind:
+            if existing.meter_id != meter_id or existing.kind != kind or existing.limit_w != limit_w:
                 raise ConflictError(
-                    f"request key {request_key!r} was used for {existing.kind} of meter {existing.meter_id}, "
-                    f"not {kind} of meter {meter_id}"
+                    f"request key {request_key!r} was used for {_describe(existing.kind, existing.limit_w)} "
+                    f"of meter {existing.meter_id}, not {_describe(kind, limit_w)} of meter {meter_id}"
                 )
             return _command_info(existing)
         meter = self._meters.meter_info(session, meter_id)
@@ -358,6 +371,7 @@ class ControlService:
             reason,
             None,
             ttl or timedelta(seconds=policy.command_ttl_s),
+            limit_w,
         )
         return _command_info(row)
 
@@ -372,12 +386,19 @@ class ControlService:
         reason: str,
         bulk_id: int | None,
         ttl: timedelta,
+        limit_w: int | None = None,
     ) -> RelayCommand:
         if not reason.strip():
             raise ValidationError("a command needs a reason", "reason")
-        if kind in RELAY_KINDS and meter.role != "customer":
+        if (kind in RELAY_KINDS or kind is CommandKind.SET_LOAD_LIMIT) and meter.role != "customer":
             raise ValidationError(
                 f"meter {meter.serial} is a {meter.role} meter: it switches no supply", "meter"
+            )
+        if limit_w is not None and limit_w > meter.max_power_w:
+            raise ValidationError(
+                f"load limit {limit_w} W is above what meter {meter.serial}'s service can draw "
+                f"({meter.max_power_w:.0f} W): it could never trip; use 0 for no limit",
+                "limit_w",
             )
         now = self._clock.now()
         if ttl <= timedelta(0):
@@ -397,6 +418,7 @@ class ControlService:
             attempts=0,
             next_attempt_at=now,
             detail="",
+            limit_w=limit_w,
         )
         refusal = self._refusal(session, meter, now) if kind is CommandKind.DISCONNECT else None
         if refusal is not None:
@@ -447,12 +469,15 @@ class ControlService:
         role: str,
         reason: str,
         per_minute: int | None = None,
+        limit_w: int | None = None,
     ) -> BulkOperationInfo:
         """Queue `kind` for every meter of `meter_ids` (one site), sent at most `per_minute` a minute (default:
-        the site's `commands_per_minute`). Each command's key is `request_key#<meter id>`; its deadline counts
-        from its turn. The same key with different meters or kind: ConflictError."""
+        the site's `commands_per_minute`); `limit_w` as for `request`. Each command's key is
+        `request_key#<meter id>`; its deadline counts from its turn. The same key with different meters, kind
+        or limit: ConflictError."""
         kind = _kind(kind)
         _check_key(request_key)
+        _check_limit(kind, limit_w)
         ids = list(meter_ids)
         if not ids:
             raise ValidationError("a bulk operation needs at least one meter", "meter_ids")
@@ -463,10 +488,11 @@ class ControlService:
         ).first()
         if existing is not None:
             info = self._bulk_info(session, existing)
-            same_meters = sorted(
-                session.scalars(select(RelayCommand.meter_id).where(RelayCommand.bulk_id == existing.id))
-            ) == sorted(ids)
-            if existing.kind != kind or not same_meters:
+            made = session.execute(
+                select(RelayCommand.meter_id, RelayCommand.limit_w).where(RelayCommand.bulk_id == existing.id)
+            ).all()
+            same_meters = sorted(m for m, _ in made) == sorted(ids)
+            if existing.kind != kind or not same_meters or any(w != limit_w for _, w in made):
                 raise ConflictError(
                     f"request key {request_key!r} was used for a bulk {existing.kind} of other meters or kind"
                 )
@@ -500,14 +526,15 @@ class ControlService:
             action="control.bulk.requested",
             object_type="control_bulk_operation",
             object_id=str(bulk.id),
-            after={"kind": kind.value, "meters": len(ids), "per_minute": rate},
+            after={"kind": kind.value, "meters": len(ids), "per_minute": rate}
+            | ({} if limit_w is None else {"limit_w": limit_w}),
             reason=reason,
             site_id=site_id,
         )
         for index, meter in enumerate(meters):
             ttl = timedelta(seconds=policy.command_ttl_s) + timedelta(minutes=index // rate)
             self._new_command(
-                session, meter, kind, f"{request_key}#{meter.id}", actor, role, reason, bulk.id, ttl
+                session, meter, kind, f"{request_key}#{meter.id}", actor, role, reason, bulk.id, ttl, limit_w
             )
         return self._bulk_info(session, bulk)
 
@@ -774,11 +801,18 @@ class ControlService:
         return found
 
     def on_relay_report(
-        self, session: Session, meter_id: int, connected: bool, at: datetime
+        self, session: Session, meter_id: int, connected: bool, at: datetime, *, in_reply: bool = False
     ) -> list[RelayCommandInfo]:
         """The meter reported its relay `connected` (True) or open at `at` (head-end time): confirm its sent
-        relay commands that wanted that state. A report of the other state confirms nothing (retries go on)."""
+        relay commands that wanted that state. A report of the other state confirms nothing (retries go on).
+
+        `in_reply`: the report came in the meter's reply to a command, not in a periodic push. An open relay in
+        a push does not confirm a disconnect of a meter that may have a load limit in force
+        (`load_limit_may_trip`): its limiter may have opened it. The meter's reply to the disconnect (or to a
+        retry of it) confirms it instead. A closed relay always confirms a reconnect: the limiter only ever
+        recloses a relay it opened itself, never a remote disconnection."""
         at = ensure_aware(at, "at")
+        limiter_doubt: bool | None = None  # asked at most once, and only when it matters
         wanted = CommandKind.RECONNECT if connected else CommandKind.DISCONNECT
         rows = session.scalars(
             select(RelayCommand)
@@ -794,6 +828,11 @@ class ControlService:
             if row.first_sent_at is None or at < row.first_sent_at:
                 continue  # a report from before the command went out says nothing about it
             row.reported_connected = connected
+            if row.kind == CommandKind.DISCONNECT and row.kind == wanted and not in_reply:
+                if limiter_doubt is None:
+                    limiter_doubt = self.load_limit_may_trip(session, meter_id)
+                if limiter_doubt:
+                    continue  # maybe a load-limit trip: wait for the meter's reply to the disconnect
             if row.kind == wanted:
                 state = "closed (connected)" if connected else "open (disconnected)"
                 self._finish(
@@ -829,6 +868,59 @@ class ControlService:
         )
         session.flush()
         return [_command_info(row)]
+
+    def on_load_limit_report(
+        self, session: Session, meter_id: int, limit_w: float, at: datetime
+    ) -> list[RelayCommandInfo]:
+        """The meter replied at `at` that `limit_w` W is its load limit now (OBIS 0-0:17.0.0): confirm its oldest
+        sent set_load_limit when that is the limit it asked for. Another limit confirms nothing: the retry
+        goes on, and the command ends unconfirmed if the meter never reports the limit asked for."""
+        at = ensure_aware(at, "at")
+        row = session.scalars(
+            select(RelayCommand)
+            .where(
+                RelayCommand.meter_id == meter_id,
+                RelayCommand.kind == CommandKind.SET_LOAD_LIMIT.value,
+                RelayCommand.state == CommandState.SENT.value,
+                RelayCommand.first_sent_at <= at,
+            )
+            .order_by(RelayCommand.id)
+        ).first()
+        if row is None or row.limit_w != limit_w:
+            return []
+        self._finish(
+            session,
+            row,
+            CommandState.CONFIRMED,
+            at,
+            f"meter:{meter_id}",
+            METER_ROLE,
+            f"meter reports load limit {row.limit_w} W in force",
+        )
+        session.flush()
+        return [_command_info(row)]
+
+    def load_limit_may_trip(self, session: Session, meter_id: int) -> bool:
+        """Whether meter `meter_id` may have a load limit in force, as far as control knows: a set_load_limit
+        above 0 was sent to it (the meter may have it even if never confirmed) and no later one removing the
+        limit was confirmed. A limit set outside control (at the factory, on site) is not known here."""
+        removed = session.scalar(
+            select(func.max(RelayCommand.id)).where(
+                RelayCommand.meter_id == meter_id,
+                RelayCommand.kind == CommandKind.SET_LOAD_LIMIT.value,
+                RelayCommand.state == CommandState.CONFIRMED.value,
+                RelayCommand.limit_w == 0,
+            )
+        )
+        stmt = select(RelayCommand.id).where(
+            RelayCommand.meter_id == meter_id,
+            RelayCommand.kind == CommandKind.SET_LOAD_LIMIT.value,
+            RelayCommand.attempts > 0,
+            RelayCommand.limit_w > 0,
+        )
+        if removed is not None:
+            stmt = stmt.where(RelayCommand.id > removed)
+        return session.scalars(stmt.limit(1)).first() is not None
 
     # --- helpers ----------------------------------------------------------------------------------------------
 
@@ -914,6 +1006,10 @@ def _wire_command(row: RelayCommand, now: datetime) -> Command:
     kind = CommandKind(row.kind)
     if kind is CommandKind.READ_NOW:
         return reread_command(request_id, now - READ_NOW_WINDOW, now)
+    if kind is CommandKind.SET_LOAD_LIMIT:
+        if row.limit_w is None:  # the table's check constraint keeps this from happening
+            raise ValidationError(f"relay command {row.id} sets a load limit but has none", "limit_w")
+        return load_limit_command(request_id, row.limit_w)
     args = {"time": format_utc(now)} if kind is CommandKind.SET_CLOCK else {}
     return Command(_WIRE_NAME[kind], request_id, args)
 
@@ -934,6 +1030,24 @@ def _kind(kind: CommandKind | str) -> CommandKind:
         raise ValidationError(
             f"unknown command {kind!r}; known: {[k.value for k in CommandKind]}", "kind"
         ) from None
+
+
+def _check_limit(kind: CommandKind, limit_w: int | None) -> None:
+    if kind is not CommandKind.SET_LOAD_LIMIT:
+        if limit_w is not None:
+            raise ValidationError(f"only set_load_limit takes a limit, not {kind}", "limit_w")
+        return
+    if limit_w is None:
+        raise ValidationError("set_load_limit needs limit_w, the limit in W (0: no limit)", "limit_w")
+    if not _whole(limit_w) or not 0 <= limit_w <= MAX_LOAD_LIMIT_W:
+        raise ValidationError(
+            f"a load limit is a whole number of W in 0..{MAX_LOAD_LIMIT_W} (0: no limit), got {limit_w!r}",
+            "limit_w",
+        )
+
+
+def _describe(kind: str, limit_w: int | None) -> str:
+    return str(kind) if limit_w is None else f"{kind} {limit_w} W"
 
 
 def _check_key(key: str) -> None:
@@ -967,6 +1081,7 @@ def _command_info(row: RelayCommand) -> RelayCommandInfo:
         refused_until=row.refused_until,
         reported_connected=row.reported_connected,
         detail=row.detail,
+        limit_w=row.limit_w,
     )
 
 
@@ -984,7 +1099,7 @@ def _command_json(row: RelayCommand) -> dict[str, Any]:
         "refused_rule": row.refused_rule,
         "refused_until": t(row.refused_until),
         "reported_connected": row.reported_connected,
-    }
+    } | ({} if row.limit_w is None else {"limit_w": row.limit_w})
 
 
 def _policy_info(row: ControlPolicy) -> SitePolicyInfo:

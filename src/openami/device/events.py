@@ -8,8 +8,11 @@ event number of the IDIS / DLMS event logs, for transports that speak DLMS:
   way);
 - 14 NV memory error (standard event log). IDIS has no separate number for an error the meter corrected
   itself, so MEMORY_REPAIRED and MEMORY_LOST both report 14 there; the code and detail tell them apart;
-- 62 remote disconnection, 63 remote connection (disconnector control log): the relay only moves on command
-  here.
+- 62 remote disconnection, 63 remote connection (disconnector control log);
+- 65 limiter threshold exceeded: the load limiter opened the relay (a local disconnection, not a remote one;
+  the detail says since when import power was above which limit); 66 limiter threshold ok: the limiter closed
+  the relay again after its wait (or released it when the limit was removed); 67 limiter threshold changed
+  (by a set_load_limit command, the detail gives old and new W).
 
 To add an event (tamper, power quality ...): add a member to `EventCode` and its number to
 `IDIS_EVENT_NUMBERS` (fraud detection log numbers start at 40: terminal cover removed 40, closed 41, strong DC
@@ -37,6 +40,9 @@ class EventCode(enum.StrEnum):
     MEMORY_LOST = "memory_lost"
     RELAY_OPENED = "relay_opened"
     RELAY_CLOSED = "relay_closed"
+    LOAD_LIMIT_EXCEEDED = "load_limit_exceeded"
+    LOAD_LIMIT_RECLOSED = "load_limit_reclosed"
+    LOAD_LIMIT_SET = "load_limit_set"
 
 
 IDIS_EVENT_NUMBERS: Mapping[EventCode, int] = MappingProxyType(
@@ -48,6 +54,9 @@ IDIS_EVENT_NUMBERS: Mapping[EventCode, int] = MappingProxyType(
         EventCode.MEMORY_LOST: 14,
         EventCode.RELAY_OPENED: 62,
         EventCode.RELAY_CLOSED: 63,
+        EventCode.LOAD_LIMIT_EXCEEDED: 65,
+        EventCode.LOAD_LIMIT_RECLOSED: 66,
+        EventCode.LOAD_LIMIT_SET: 67,
     }
 )
 

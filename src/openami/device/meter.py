@@ -11,6 +11,12 @@ next step. So the rate registers always add up to the total, and the closed inte
 increase of the total over the same span (apart from the energy of the still open interval).
 
 Time is float epoch seconds inside, and `step` accepts it directly, because it runs millions of times.
+
+The load limiter (DLMS "limiter", threshold 0-0:17.0.0): with a limit set, import power that stays above it for
+`load_limit_trip_after_s` of measuring opens the relay (LOAD_LIMIT_EXCEEDED), and the relay closes again by
+itself `load_limit_reclose_after_s` later (LOAD_LIMIT_RECLOSED), as prepaid meters commonly do; None keeps it
+open until a remote connect. A remote disconnect takes over a limiter-opened relay: it then stays open. The
+limit, like the latching relay, survives a power cut; the time already spent above it does not.
 """
 
 from __future__ import annotations
@@ -26,13 +32,14 @@ from openami.common.errors import OpenAMIError
 from openami.device.clock import DriftingClock
 from openami.device.config import MeterConfig, is_int, is_number
 from openami.device.events import Event, EventCode, EventLog
-from openami.device.metrology import SECONDS_PER_HOUR, Sample
+from openami.device.metrology import SECONDS_PER_HOUR, Sample, active_power_w
 from openami.device.profile import LoadProfileMemory, MemoryFault, ProfileEntry, Status
 from openami.device.registers import RegisterBank, tariff_rate_window
 from openami.device.relay import Relay
 from openami.device.tokens import TokenConfig, TokenRegister, TokenResult
 
 MAX_STEP_S = 366 * 86_400.0
+MAX_LOAD_LIMIT_W = 1_000_000  # as the wire format's (headend.codec); the device imports no transport
 _MAX_EPOCH_S = 7_258_118_400.0  # 2200-01-01: far enough for any meter, near enough that dates never overflow
 _PULSE_EPSILON_WH = 1e-9  # a whole Wh split across segments may add up to 0.999999999... in floating point
 
@@ -61,9 +68,10 @@ class Meter:
     __slots__ = (
         "_calendar", "_corruptions", "_events", "_export_residue_wh", "_export_wh", "_import_residue_wh",
         "_import_wh", "_interval_end_s", "_interval_export_wh", "_interval_import_wh", "_interval_s",
-        "_interval_start_s", "_interval_status", "_memory", "_phases", "_powered", "_pushed", "_rate",
-        "_rate_until_s", "_registers", "_relay", "_relay_closed", "_rtc", "_sample", "_seed", "_tokens",
-        "_true_last_s", "_zone", "config",
+        "_interval_start_s", "_interval_status", "_limit_reclose_after_s", "_limit_reclose_s",
+        "_limit_trip_after_s", "_limit_w", "_memory", "_over_limit_s", "_over_since_s", "_phases", "_powered",
+        "_pushed", "_rate", "_rate_until_s", "_registers", "_relay", "_relay_closed", "_rtc", "_sample", "_seed",
+        "_tokens", "_true_last_s", "_zone", "config",
     )  # fmt: skip
 
     def __init__(
@@ -74,10 +82,14 @@ class Meter:
         *,
         initial_import_wh: int = 0,
         initial_export_wh: int = 0,
+        load_limit_trip_after_s: float = 30.0,
+        load_limit_reclose_after_s: float | None = 60.0,
     ) -> None:
         """A meter installed at `commissioned_at` (aware), its clock set right then. Registers start at the
         initial values (Wh), booked to the rate in force at commissioning. `seed` drives the meter's own
-        random choices (which entry fault injection corrupts), so equal seeds and inputs give equal meters."""
+        random choices (which entry fault injection corrupts), so equal seeds and inputs give equal meters.
+        The load limiter's timing (seconds of measuring, see the module docstring) is fixed at manufacture;
+        its limit starts at 0 (none) and is set by `set_load_limit`."""
         if not isinstance(config, MeterConfig):
             raise TypeError(f"config must be a MeterConfig, got {type(config).__name__}")
         start_s = ensure_aware(commissioned_at, "commissioned_at").timestamp()
@@ -87,6 +99,15 @@ class Meter:
         ):
             if not is_int(value) or value < 0:
                 raise ValueError(f"{name} must be a whole number of Wh, not negative, got {value!r}")
+        if not is_number(load_limit_trip_after_s) or load_limit_trip_after_s <= 0:
+            raise ValueError(f"load_limit_trip_after_s must be above 0 s, got {load_limit_trip_after_s!r}")
+        if load_limit_reclose_after_s is not None and (
+            not is_number(load_limit_reclose_after_s) or load_limit_reclose_after_s < 0
+        ):
+            raise ValueError(
+                f"load_limit_reclose_after_s must be 0 s or more (None: stay open), got "
+                f"{load_limit_reclose_after_s!r}"
+            )
         self.config = config
         self._seed = seed
         self._zone = ZoneInfo(config.timezone)
@@ -115,6 +136,12 @@ class Meter:
         self._pushed = 0
         self._corruptions = 0
         self._tokens: TokenRegister | None = None  # set by provision_tokens: a prepaid keypad meter
+        self._limit_w = 0  # the load limit in force, W of import; 0: none
+        self._limit_trip_after_s = float(load_limit_trip_after_s)
+        self._limit_reclose_after_s = load_limit_reclose_after_s
+        self._over_limit_s = 0.0  # how long import power has stayed above the limit, true seconds measured
+        self._over_since_s = 0.0  # true instant it went above, while _over_limit_s > 0
+        self._limit_reclose_s: float | None = None  # while the limiter holds the relay open: when it recloses
         self._registers.add(self._rate, initial_import_wh)
         self._registers.add(self._rate, initial_export_wh, export=True)
 
@@ -129,6 +156,16 @@ class Meter:
     @property
     def powered(self) -> bool:
         return self._powered
+
+    @property
+    def load_limit_w(self) -> int:
+        """The load limit in force, W of import power (OBIS 0-0:17.0.0); 0 when there is none."""
+        return self._limit_w
+
+    @property
+    def load_limit_tripped(self) -> bool:
+        """True while the load limiter (not a remote disconnection) holds the relay open."""
+        return self._limit_reclose_s is not None
 
     @property
     def last_event_sequence(self) -> int:
@@ -168,6 +205,13 @@ class Meter:
         self._true_last_s = t0 + duration_s
         if not self._powered:
             return
+        if self._limit_w:
+            self._step_limited(t0, duration_s, sample)
+            return
+        self._measure(t0, duration_s, sample)
+
+    def _measure(self, t0: float, duration_s: float, sample: Sample) -> None:
+        """Count what `sample` delivers during true `[t0, t0 + duration_s)` through the relay as it stands."""
         rtc = self._rtc
         m0 = rtc.base_meter_s + (t0 - rtc.base_true_s) * rtc.rate
         m1 = m0 + duration_s * rtc.rate
@@ -182,6 +226,65 @@ class Meter:
                 self._count(energy_wh, sample.export)
             return
         self._count_across_boundaries(m0, m1, energy_wh, sample.export)
+
+    def _step_limited(self, t: float, duration_s: float, sample: Sample) -> None:
+        """`step` with a load limit set: measure in pieces, tripping where import power has been above the
+        limit for the trip time and closing again where the limiter's wait ends, both inside the step."""
+        end = t + duration_s
+        power_w = 0.0 if sample.export else active_power_w(sample, int(self._phases))
+        while True:
+            reclose_s = self._limit_reclose_s
+            if reclose_s is not None:  # held open by the limiter (math.inf: until a remote connect)
+                if reclose_s > end:
+                    self._measure(t, end - t, sample)
+                    return
+                if reclose_s > t:
+                    self._measure(t, reclose_s - t, sample)
+                    t = reclose_s
+                self._limiter_close(t, "the limiter's wait is over")
+                continue
+            if not self._relay_closed or power_w <= self._limit_w:
+                self._over_limit_s = 0.0
+                self._measure(t, end - t, sample)
+                return
+            if self._over_limit_s == 0.0:
+                self._over_since_s = t
+            need_s = max(0.0, self._limit_trip_after_s - self._over_limit_s)
+            if need_s > end - t:
+                self._over_limit_s += end - t
+                self._measure(t, end - t, sample)
+                return
+            if need_s > 0.0:
+                self._measure(t, need_s, sample)
+                t += need_s
+            self._limiter_trip(t, power_w)
+
+    def _limiter_trip(self, true_s: float, power_w: float) -> None:
+        meter_s = self._rtc.meter_s(true_s)
+        self._close_intervals_until(meter_s)
+        self._relay.disconnect()
+        self._relay_closed = False
+        self._interval_status |= Status.RELAY_OPEN
+        after = self._limit_reclose_after_s
+        self._limit_reclose_s = math.inf if after is None else true_s + after
+        self._over_limit_s = 0.0
+        self._log(
+            EventCode.LOAD_LIMIT_EXCEEDED,
+            meter_s,
+            f"limit={self._limit_w}W import={power_w:.0f}W "
+            f"since={_iso(self._rtc.meter_s(self._over_since_s))}: relay opened",
+        )
+
+    def _limiter_close(self, true_s: float, why: str) -> None:
+        meter_s = self._rtc.meter_s(true_s)
+        self._close_intervals_until(meter_s)
+        self._limit_reclose_s = None
+        self._over_limit_s = 0.0
+        self._relay.connect()
+        self._relay_closed = True
+        if meter_s <= self._interval_start_s:
+            self._interval_status &= ~Status.RELAY_OPEN
+        self._log(EventCode.LOAD_LIMIT_RECLOSED, meter_s, f"{why}: relay closed")
 
     def _count(self, energy_wh: float, export: bool) -> None:
         """The pulse output: whole Wh go to the total, the rate in force and the open interval together."""
@@ -259,6 +362,7 @@ class Meter:
         self._close_intervals_until(meter_s)
         self._powered = False
         self._sample = None
+        self._over_limit_s = 0.0  # nothing flows without supply; the limit itself is kept
         self._interval_status |= Status.POWER_DOWN
         self._log(EventCode.POWER_DOWN, meter_s)
 
@@ -275,23 +379,48 @@ class Meter:
         self._log(EventCode.POWER_UP, meter_s)
 
     def disconnect(self, true_now: Instant) -> None:
-        """Open the relay (remote disconnection): nothing is measured while open."""
+        """Open the relay (remote disconnection): nothing is measured while open. A relay the load limiter
+        holds open becomes remotely open: the limiter no longer closes it."""
         meter_s = self._command(true_now, needs_power=True)
         self._close_intervals_until(meter_s)
+        taken_over = self._limit_reclose_s is not None
+        self._limit_reclose_s = None
+        self._over_limit_s = 0.0
         if self._relay.disconnect():
             self._relay_closed = False
             self._interval_status |= Status.RELAY_OPEN
             self._log(EventCode.RELAY_OPENED, meter_s)
+        elif taken_over:
+            self._log(
+                EventCode.RELAY_OPENED, meter_s, "already open by the load limiter: now held open remotely"
+            )
 
     def connect(self, true_now: Instant) -> None:
-        """Close the relay (remote connection)."""
+        """Close the relay (remote connection), also when the load limiter holds it open."""
         meter_s = self._command(true_now, needs_power=True)
         self._close_intervals_until(meter_s)
+        self._limit_reclose_s = None
+        self._over_limit_s = 0.0
         if self._relay.connect():
             self._relay_closed = True
             if meter_s <= self._interval_start_s:
                 self._interval_status &= ~Status.RELAY_OPEN
             self._log(EventCode.RELAY_CLOSED, meter_s)
+
+    def set_load_limit(self, true_now: Instant, limit_w: int) -> None:
+        """Set the load limit to `limit_w` W of import (0: none), counting time above it afresh. Removing the
+        limit while the limiter holds the relay open closes it (the limiter lets go)."""
+        if not is_int(limit_w) or not 0 <= limit_w <= MAX_LOAD_LIMIT_W:
+            raise ValueError(
+                f"meter {self.serial}: load limit must be a whole number of W in 0..{MAX_LOAD_LIMIT_W}, "
+                f"got {limit_w!r}"
+            )
+        meter_s = self._command(true_now, needs_power=True)
+        old_w, self._limit_w = self._limit_w, limit_w
+        self._over_limit_s = 0.0
+        self._log(EventCode.LOAD_LIMIT_SET, meter_s, f"old={old_w}W new={limit_w}W")
+        if limit_w == 0 and self._limit_reclose_s is not None:
+            self._limiter_close(self._true_last_s, "the load limit was removed")
 
     def meter_time(self, true_now: Instant) -> datetime:
         """What the meter's drifting clock shows at true instant `true_now` (aware UTC)."""

@@ -1,7 +1,8 @@
 """The supply relay (DLMS "disconnect control", OBIS 0-0:96.3.10): a latching switch, grid to customer.
 
-It keeps its position through a power outage, as a latching relay does. Only remote commands move it here, so
-an open relay is always a remote disconnection.
+It keeps its position through a power outage, as a latching relay does. Remote commands move it, and so does the
+meter's load limiter (`Meter.set_load_limit`): an open relay is a remote disconnection or a limiter trip, and the
+meter's events say which.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ __all__ = [
     "COMMAND_ARGS",
     "DATA",
     "MAX_COUNTER",
+    "MAX_LOAD_LIMIT_W",
     "REPLY",
     "Command",
     "Frame",
@@ -37,6 +38,8 @@ __all__ = [
     "encode_command",
     "encode_uplink",
     "format_utc",
+    "load_limit_command",
+    "parse_load_limit",
     "parse_topic",
     "parse_utc",
     "reread_command",
@@ -61,7 +64,12 @@ COMMAND_ARGS: dict[str, tuple[str, ...]] = {
     "disconnect": (),  # open the relay
     "connect": (),  # close the relay
     "set_clock": ("time",),  # set the meter's clock to `time` on receipt
+    "set_load_limit": ("limit_w",),  # trip the relay above `limit_w` W of import (decimal integer, "0": none)
 }
+# The largest load limit a command carries: far above any metered service (a 3-phase 400 A supply is ~280 kW),
+# small enough that a typo of a few digits is refused rather than silently meaning "no limit".
+MAX_LOAD_LIMIT_W = 1_000_000
+_DECIMAL = re.compile(r"0|[1-9][0-9]{0,9}")
 _INSTANT_ARGS = frozenset({"start", "end", "time"})
 
 
@@ -227,6 +235,26 @@ def reread_command(request_id: str, start: datetime, end: datetime) -> Command:
     return Command("reread", request_id, {"start": format_utc(start), "end": format_utc(end)})
 
 
+def load_limit_command(request_id: str, limit_w: int) -> Command:
+    """Ask a meter to trip its relay when import power stays above `limit_w` W (0: remove the limit)."""
+    if isinstance(limit_w, bool) or not isinstance(limit_w, int) or not 0 <= limit_w <= MAX_LOAD_LIMIT_W:
+        raise ValidationError(
+            f"a load limit is a whole number of W in 0..{MAX_LOAD_LIMIT_W} (0: no limit), got {limit_w!r}",
+            "limit_w",
+        )
+    return Command("set_load_limit", request_id, {"limit_w": str(limit_w)})
+
+
+def parse_load_limit(value: str) -> int:
+    """The W of a `limit_w` argument: a plain decimal integer 0..MAX_LOAD_LIMIT_W, no sign, no leading zero (so
+    one limit has one spelling); ValueError saying what is wrong otherwise."""
+    if not isinstance(value, str) or not _DECIMAL.fullmatch(value) or int(value) > MAX_LOAD_LIMIT_W:
+        raise ValueError(
+            f"limit_w must be a whole number of W 0..{MAX_LOAD_LIMIT_W} written in plain digits, got {value!r}"
+        )
+    return int(value)
+
+
 def _command_problem(name: Any, request_id: Any, args: Any) -> str | None:
     if not isinstance(name, str) or name not in COMMAND_ARGS:
         return f"unknown command {name!r} (known: {', '.join(COMMAND_ARGS)})"
@@ -244,6 +272,11 @@ def _command_problem(name: Any, request_id: Any, args: Any) -> str | None:
                 instants[arg] = parse_utc(value)
             except ValueError as exc:
                 return f"argument {arg}: {exc}"
+        elif arg == "limit_w":
+            try:
+                parse_load_limit(value)
+            except ValueError as exc:
+                return f"{name}: {exc}"
     if "start" in instants and instants["end"] <= instants["start"]:
         return f"reread end {args['end']} is not after start {args['start']}"
     return None

@@ -22,7 +22,7 @@ import html
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
@@ -111,6 +111,15 @@ class Receipt:
     currency: str
     paid_at: datetime
     status: str  # "credited", or "refunded" / "charged back" after a reversal
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    """One webhook delivery as received: the provider's name, the body's SHA-256 (hex), when it arrived."""
+
+    provider: str
+    body_sha256: str
+    received_at: datetime
 
 
 class PaymentObserver(Protocol):
@@ -257,31 +266,44 @@ class PaymentService:
     # -- webhooks ------------------------------------------------------------------------------------------------
 
     def handle_webhook(
-        self, session: Session, provider: str, headers: Mapping[str, str], body: bytes
+        self,
+        session: Session,
+        provider: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        received_at: datetime | None = None,
     ) -> WebhookResult:
         """Verify, record and apply one webhook delivery of `provider` (headers, raw body as received).
 
-        Raises only NotFoundError for an unknown provider name; every delivery to a known provider is recorded
-        in `payment_event` with its outcome, whatever it is.
+        `received_at` is when openami received the delivery (default: now, for a delivery handled as it
+        arrives); the provider judges the signature's timestamp against it, so a delivery stored on arrival and
+        applied later by a worker is not refused as stale, and it is the delivery's `received_at` on record.
+        Raises ValidationError for a naive `received_at` and NotFoundError for an unknown provider name; every
+        delivery to a known provider is recorded in `payment_event` with its outcome, whatever it is.
         """
         chosen = self.provider(provider)
+        if received_at is None:
+            arrived = self.clock.now()
+        elif received_at.tzinfo is None or received_at.utcoffset() is None:
+            raise ValidationError(f"must be timezone-aware, got {received_at.isoformat()}", "received_at")
+        else:
+            arrived = received_at.astimezone(UTC)
         digest = hashlib.sha256(body).hexdigest()
+        delivery = _Delivery(chosen.name, digest, arrived)
         try:
-            event = chosen.parse_webhook(headers, body)
+            event = chosen.parse_webhook(headers, body, received_at=arrived)
         except WebhookRefused as refusal:
-            return self._refuse(
-                session, chosen.name, digest, None, None, f"{refusal.reason}: {refusal.message}"
-            )
+            return self._refuse(session, delivery, None, None, f"{refusal.reason}: {refusal.message}")
         if event is None:
-            return self._record(session, chosen.name, digest, None, None, "ignored", "not a payment event")
+            return self._record(session, delivery, None, None, "ignored", "not a payment event")
         row = self._locked_payment(session, chosen.name, event)
         if isinstance(row, str):
-            return self._refuse(session, chosen.name, digest, event, None, row)
+            return self._refuse(session, delivery, event, None, row)
         if (event.amount_minor, event.currency) != (row.amount_minor, row.currency):
             return self._refuse(
                 session,
-                chosen.name,
-                digest,
+                delivery,
                 event,
                 row,
                 f"amount_mismatch: {event.kind.value} of {event.amount_minor} {event.currency} for payment "
@@ -290,7 +312,7 @@ class PaymentService:
         if row.provider_payment_id is None:
             row.provider_payment_id = event.provider_payment_id
         outcome, reason = self._apply(session, row, event)
-        result = self._record(session, chosen.name, digest, event, row, outcome, reason)
+        result = self._record(session, delivery, event, row, outcome, reason)
         if outcome == "applied":
             self.audit_log.append(
                 session,
@@ -429,13 +451,13 @@ class PaymentService:
     def _refuse(
         self,
         session: Session,
-        provider: str,
-        digest: str,
+        delivery: _Delivery,
         event: PaymentEvent | None,
         row: PaymentRecord | None,
         reason: str,
     ) -> WebhookResult:
-        result = self._record(session, provider, digest, event, row, "refused", reason)
+        result = self._record(session, delivery, event, row, "refused", reason)
+        provider, digest = delivery.provider, delivery.body_sha256
         self.audit_log.append(
             session,
             actor=SYSTEM_ACTOR,
@@ -452,16 +474,16 @@ class PaymentService:
     def _record(
         self,
         session: Session,
-        provider: str,
-        digest: str,
+        delivery: _Delivery,
         event: PaymentEvent | None,
         row: PaymentRecord | None,
         outcome: str,
         reason: str,
     ) -> WebhookResult:
+        provider, digest = delivery.provider, delivery.body_sha256
         record = PaymentEventRecord(
             provider=provider,
-            received_at=self.clock.now(),
+            received_at=delivery.received_at,
             provider_event_id=None
             if event is None or event.provider_event_id is None
             else event.provider_event_id[:200],

@@ -178,7 +178,8 @@ def webhook(
     payments: PaymentsDep,
 ) -> JSONResponse:
     """A provider's notification: verified by its signature, applied once. 400 when refused (recorded)."""
-    result = payments.handle_webhook(session, provider, request.headers, body)
+    received_at = payments.clock.now()  # the signature's timestamp is judged against the arrival
+    result = payments.handle_webhook(session, provider, request.headers, body, received_at=received_at)
     session.commit()
     status = 400 if result.refused else 200
     return JSONResponse({"outcome": result.outcome, "reason": result.reason}, status_code=status)

@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from openami.common.clock import ManualClock, ensure_aware
 from openami.common.errors import FrameRejected, NotFoundError, ValidationError
+from openami.common.obis import LOAD_LIMIT
 from openami.device import Meter, MeterConfig, PoweredDownError, Sample
 from openami.headend.codec import (
     REPLY,
@@ -32,9 +33,11 @@ from openami.headend.codec import (
     UplinkContent,
     decode_command,
     encode_uplink,
+    parse_load_limit,
     parse_topic,
     parse_utc,
 )
+from openami.readings.interfaces import InstantValue
 from openami.simulator.faults import FaultCounts, FaultPlan, FaultyLink
 from openami.simulator.grid import (
     CHECK_METER_POWER_FACTOR,
@@ -464,6 +467,12 @@ class Fleet:
             elif cmd.name == "set_clock":
                 meter.set_clock(now_s, parse_utc(cmd.args["time"]))
                 contents = [reply_content(meter, now_s, cmd.request_id, [])]
+            elif cmd.name == "set_load_limit":
+                meter.set_load_limit(now_s, parse_load_limit(cmd.args["limit_w"]))
+                # The reply carries the limit now in force (what confirms the command) and the relay state.
+                reply = reply_content(meter, now_s, cmd.request_id, [], with_instants=True)
+                reply.instants.append(InstantValue(LOAD_LIMIT, reply.meter_time, float(meter.load_limit_w)))
+                contents = [reply]
             else:
                 raise ValidationError(
                     f"meter {sim.spec.serial} does not know command {cmd.name!r}", "command"

@@ -219,3 +219,29 @@ def test_only_admins_change_the_policy_and_it_is_logged(
     assert client.put(f"/api/v1/sites/{world.b.site_id}/control-policy",
                       json={"reason": "x", "night_start_hour": 20}).status_code == 404  # fmt: skip
     assert len(_entries(container, "control.policy.set")) == 1
+
+
+def test_a_load_limit_is_asked_for_in_watts_and_only_with_a_limit(
+    setup: tuple[FastAPI, Container, World, ManualClock],
+) -> None:
+    app, container, world, _ = setup
+    client = _operator(app, container, world)
+    url = f"/api/v1/meters/{world.a.serial}/relay-commands"
+    body = {"kind": "set_load_limit", "request_key": "limit-1", "reason": "emergency credit: 1 kW"}
+
+    missing = client.post(url, json=body)
+    too_much = client.post(url, json=body | {"limit_w": 2_000_000})
+    queued = client.post(url, json=body | {"limit_w": 1000})
+
+    assert missing.status_code == 422
+    assert missing.json()["location"] == "limit_w"
+    assert too_much.status_code == 422
+    assert too_much.json()["detail"][0]["loc"] == ["body", "limit_w"]
+    assert queued.status_code == 202, queued.text
+    assert (queued.json()["kind"], queued.json()["limit_w"], queued.json()["state"]) == (
+        "set_load_limit",
+        1000,
+        "queued",
+    )
+    again = client.post(url, json=body | {"limit_w": 500})  # the same key for another limit
+    assert again.status_code == 409

@@ -21,7 +21,7 @@ from openami.security.meter_keys import MeterKeyCipher
 from openami.storage import migrate
 from openami.storage.db import make_engine, make_session_factory
 
-CONTROL_REVISION = "0009"  # later revisions belong to parts built alongside; these tests need none of them
+CONTROL_REVISION = "0015"  # relay control (0009) with the load-limit command (0015)
 
 
 @pytest.fixture

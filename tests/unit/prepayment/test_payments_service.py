@@ -3,12 +3,15 @@ refunds and chargebacks reversed, bad deliveries refused and recorded, receipts.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,11 +23,23 @@ from openami.prepayment.payments import PaymentInfo, PaymentService, receipt_htm
 from openami.prepayment.payments_models import PaymentEventRecord
 from openami.prepayment.providers import EventKind
 from openami.prepayment.providers.sandbox import SandboxProvider
+from openami.prepayment.providers.stripe_provider import StripeProvider
+from openami.prepayment.providers.wechatpay import WeChatPayProvider
 from openami.registry.service import RegistryService
 from openami.security.audit import AuditLog
 from openami.security.meter_keys import MeterKeyCipher
 from openami.storage import migrate
 from openami.storage.db import make_engine, make_session_factory
+from tests.unit.prepayment.test_payments_providers import (
+    APIV3_KEY,
+    SERIAL,
+    WHSEC,
+    FakeNative,
+    FakeStripeHTTP,
+    stripe_event,
+    stripe_signed,
+    wechat_signed,
+)
 
 SECRET = b"sandbox-test-secret-0123456789"
 
@@ -261,3 +276,138 @@ def test_the_checkout_token_cannot_be_altered(world: World) -> None:
     forged = world.sandbox.checkout_token(p.provider_payment_id or "", p.reference, 1, "KES")
     with pytest.raises(ValidationError, match="altered or foreign"):
         world.sandbox.read_checkout_token(forged.split(".")[0] + "." + token.split(".")[1])
+
+
+# -- deliveries judged at their arrival ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wechat_platform_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _late_payments(w: World, platform_key: rsa.RSAPrivateKey) -> PaymentService:
+    """The world's payment service with Stripe and WeChat Pay beside the sandbox (their HTTP clients faked)."""
+    stripe_provider = StripeProvider(
+        "sk_test_x",
+        WHSEC,
+        success_url="https://u.test/ok",
+        cancel_url="https://u.test/no",
+        http_client=FakeStripeHTTP(),
+    )
+    public_pem = (
+        platform_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    wechat = WeChatPayProvider(
+        apiv3_key=APIV3_KEY,
+        platform_public_key=public_pem,
+        platform_serial=SERIAL,
+        notify_url="https://u.test/api/v1/payments/webhooks/wechatpay",
+        client=FakeNative(200, json.dumps({"code_url": "weixin://wxpay/bizpayurl?pr=abc"})),
+    )
+    return PaymentService(w.clock, w.payments.registry, w.ledger, [w.sandbox, stripe_provider, wechat])
+
+
+def _success_signed_at(
+    w: World, name: str, p: PaymentInfo, at: datetime, platform_key: rsa.RSAPrivateKey
+) -> tuple[dict[str, str], bytes]:
+    """The provider's success delivery for checkout `p`, signed at `at`, as the provider would send it."""
+    if name == "stripe":
+        intent = {
+            "id": f"pi_{p.id}",
+            "amount": p.amount_minor,
+            "amount_received": p.amount_minor,
+            "currency": p.currency.lower(),
+            "metadata": {"openami_reference": p.reference},
+        }
+        return stripe_signed(stripe_event("payment_intent.succeeded", intent), at=int(at.timestamp()))
+    if name == "wechatpay":
+        resource = {
+            "out_trade_no": p.reference,
+            "transaction_id": f"42000{p.id}",
+            "trade_state": "SUCCESS",
+            "amount": {"total": p.amount_minor, "currency": p.currency},
+        }
+        return wechat_signed(platform_key, "TRANSACTION.SUCCESS", resource, at=at)
+    assert p.provider_payment_id is not None
+    body = w.sandbox.event_body(
+        EventKind.SUCCEEDED, p.provider_payment_id, p.reference, p.amount_minor, p.currency
+    )
+    return w.sandbox.sign(body, int(at.timestamp())), body
+
+
+def _prepaid_balance(w: World) -> int:
+    prepayment = w.ledger.open_account(
+        w.db, site_id=w.site_id, purpose=AccountPurpose.PREPAYMENT, customer_account_id=w.account_id
+    )
+    return w.ledger.balance(w.db, prepayment.id)
+
+
+@pytest.mark.parametrize("name", ["stripe", "wechatpay", "sandbox"])
+def test_a_delivery_is_judged_at_its_arrival_however_late_it_is_processed(
+    world: World, name: str, wechat_platform_key: rsa.RSAPrivateKey
+) -> None:
+    payments = _late_payments(world, wechat_platform_key)
+    signed_at = world.clock.now()
+
+    def checkout() -> PaymentInfo:
+        started = payments.start_checkout(
+            world.db,
+            account_id=world.account_id,
+            amount_minor=2_500,
+            provider=name,
+            actor="amina",
+            role="customer",
+        )
+        world.db.commit()
+        return started.payment
+
+    on_time, late, unstamped = checkout(), checkout(), checkout()
+    # Received 10 s after it was signed, processed an hour later (a worker waiting out a dead one's lease).
+    world.clock.advance(timedelta(hours=1))
+    headers, body = _success_signed_at(world, name, on_time, signed_at, wechat_platform_key)
+    applied = payments.handle_webhook(
+        world.db, name, headers, body, received_at=signed_at + timedelta(seconds=10)
+    )
+    assert (applied.outcome, applied.reason) == ("applied", "credited")
+    # Received 10 minutes after it was signed: stale, however soon it is processed.
+    headers, body = _success_signed_at(world, name, late, signed_at, wechat_platform_key)
+    stale = payments.handle_webhook(
+        world.db, name, headers, body, received_at=signed_at + timedelta(minutes=10)
+    )
+    assert stale.refused
+    assert stale.reason.startswith("stale_timestamp")
+    # Without a `received_at`, it arrives now: an hour after it was signed.
+    headers, body = _success_signed_at(world, name, unstamped, signed_at, wechat_platform_key)
+    now = payments.handle_webhook(world.db, name, headers, body)
+    assert now.reason.startswith("stale_timestamp")
+    world.db.commit()
+
+    assert _prepaid_balance(world) == -2_500
+    assert [payments.get_payment(world.db, p.id).status for p in (on_time, late, unstamped)] == [
+        "succeeded",
+        "pending",
+        "pending",
+    ]
+    records = world.db.scalars(select(PaymentEventRecord).order_by(PaymentEventRecord.id)).all()
+    assert [(r.outcome, r.received_at) for r in records] == [
+        ("applied", signed_at + timedelta(seconds=10)),
+        ("refused", signed_at + timedelta(minutes=10)),
+        ("refused", signed_at + timedelta(hours=1)),
+    ]
+
+
+def test_a_naive_arrival_time_is_refused(world: World) -> None:
+    p = _checkout(world)
+    assert p.provider_payment_id is not None
+    body = world.sandbox.event_body(EventKind.SUCCEEDED, p.provider_payment_id, p.reference, 2_500, "KES")
+    with pytest.raises(ValidationError, match="received_at: must be timezone-aware"):
+        world.payments.handle_webhook(
+            world.db,
+            "sandbox",
+            world.sandbox.sign(body),
+            body,
+            received_at=world.clock.now().replace(tzinfo=None),
+        )

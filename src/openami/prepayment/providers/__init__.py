@@ -5,6 +5,10 @@ and a webhook delivery (headers and the raw body, exactly as received: signature
 normalised `PaymentEvent`, or raises `WebhookRefused` with a short stable `reason` code and a message saying what
 is wrong. Third-party errors stop here: a provider raises only openami errors. What an event does to a payment
 and to the ledger is decided by `prepayment.payments.PaymentService`, never by a provider.
+
+A delivery's signed timestamp is judged against `received_at`, the instant openami received it, not the instant it
+is processed: a delivery stored on arrival and applied later by a worker (after a crashed worker's lease ran out,
+say) is as fresh as when it arrived, and a captured one replayed later is stale however quickly it is processed.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
+from openami.common.clock import ensure_aware
 from openami.common.errors import OpenAMIError
 
 
@@ -82,10 +88,19 @@ class PaymentProvider(Protocol):
         refused or could not be reached), naming the provider."""
         ...
 
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> PaymentEvent | None:
-        """Verify a webhook delivery and read it. None: authentic, but not about a payment's money (an event type
-        we do not act on). Raises WebhookRefused when it is not authentic or cannot be read."""
+    def parse_webhook(
+        self, headers: Mapping[str, str], body: bytes, *, received_at: datetime
+    ) -> PaymentEvent | None:
+        """Verify a webhook delivery received at `received_at` (timezone-aware) and read it. None: authentic, but
+        not about a payment's money (an event type we do not act on). Raises WebhookRefused when it is not
+        authentic, was signed too long before (or after) `received_at`, or cannot be read."""
         ...
+
+
+def signed_age_s(signed_at_s: int, received_at: datetime) -> float:
+    """Seconds from a signature's Unix timestamp to the delivery's arrival (negative: signed after it arrived,
+    a clock ahead of ours). Raises ValueError for a naive `received_at`."""
+    return ensure_aware(received_at, "received_at").timestamp() - signed_at_s
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
@@ -108,4 +123,5 @@ __all__ = [
     "PaymentProvider",
     "WebhookRefused",
     "header",
+    "signed_age_s",
 ]

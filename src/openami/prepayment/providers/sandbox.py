@@ -5,8 +5,8 @@ signed checkout token (so the page cannot be edited into paying another amount o
 fails the payment, and the outcome comes back as a webhook that the payment service verifies like any other.
 
 Signature: header `X-Openami-Sandbox-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>`,
-refused when the timestamp is more than `tolerance_s` away from the clock (a captured delivery cannot be replayed
-later; a replay inside the window is harmless, the payment service applies each event once).
+refused when the timestamp is more than `tolerance_s` away from the delivery's arrival (a captured delivery cannot be
+replayed later; a replay inside the window is harmless, the payment service applies each event once).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from openami.common.clock import Clock
@@ -28,6 +29,7 @@ from openami.prepayment.providers import (
     PaymentEvent,
     WebhookRefused,
     header,
+    signed_age_s,
 )
 
 SIGNATURE_HEADER = "X-Openami-Sandbox-Signature"
@@ -115,7 +117,9 @@ class SandboxProvider:
         mac = hmac.new(self._secret, f"{when}.".encode() + body, hashlib.sha256).hexdigest()
         return {SIGNATURE_HEADER: f"t={when},v1={mac}", "Content-Type": "application/json"}
 
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> PaymentEvent | None:
+    def parse_webhook(
+        self, headers: Mapping[str, str], body: bytes, *, received_at: datetime
+    ) -> PaymentEvent | None:
         signature = header(headers, SIGNATURE_HEADER)
         if not signature:
             raise WebhookRefused("missing_signature", f"no {SIGNATURE_HEADER} header")
@@ -125,10 +129,12 @@ class SandboxProvider:
         expected = hmac.new(self._secret, f"{parts['t']}.".encode() + body, hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, parts["v1"]):
             raise WebhookRefused("bad_signature", "the signature does not match the body")
-        age_s = abs(self._clock.now().timestamp() - int(parts["t"]))
-        if age_s > self._tolerance_s:
+        age_s = signed_age_s(int(parts["t"]), received_at)
+        if abs(age_s) > self._tolerance_s:
             raise WebhookRefused(
-                "stale_timestamp", f"signed {age_s:.0f} s away from now, more than {self._tolerance_s} s"
+                "stale_timestamp",
+                f"signed {abs(age_s):.0f} s {'before' if age_s > 0 else 'after'} it was received at "
+                f"{received_at.isoformat()}, more than {self._tolerance_s} s",
             )
         try:
             document = json.loads(body)

@@ -1,4 +1,4 @@
-"""Stripe, through the `stripe` library: Checkout Sessions to pay, webhooks verified by `stripe.Webhook`.
+"""Stripe, through the `stripe` library: Checkout Sessions to pay, webhooks verified by `stripe.WebhookSignature`.
 
 The payment reference goes out as `metadata.openami_reference` on the Checkout Session and on its PaymentIntent
 (`payment_intent_data.metadata`), so PaymentIntent and Charge events carry it back; a dispute carries only its
@@ -6,15 +6,19 @@ PaymentIntent id, which the payment service knows from the success. Amounts are 
 which is openami's minor unit for the currencies openami bills in (Stripe's few exceptions, such as ISK, are
 not handled here).
 
-Webhooks: `stripe.Webhook.construct_event` checks the `Stripe-Signature` header (HMAC-SHA256 of
-"<timestamp>.<body>" with the endpoint secret) and refuses a timestamp older than `tolerance_s`, as Stripe
-documents. The library reads the machine's wall clock for that check, not openami's Clock.
+Webhooks: `stripe.WebhookSignature.verify_header` checks the `Stripe-Signature` header as Stripe documents
+(HMAC-SHA256 of "<timestamp>.<body>" with the endpoint secret; any `v1` signature may match). Its own timestamp
+check is turned off (`tolerance=None`) because it reads the machine's wall clock when the delivery is processed;
+this adapter refuses, as that check would, a timestamp more than `tolerance_s` older than the delivery's arrival
+(`received_at`), so a delivery applied late by a worker is judged as it arrived. Like the library, it does not
+refuse a timestamp ahead of the arrival (Stripe's clock ahead of ours).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import stripe
@@ -27,6 +31,7 @@ from openami.prepayment.providers import (
     PaymentEvent,
     WebhookRefused,
     header,
+    signed_age_s,
 )
 
 REFERENCE_KEY = "openami_reference"
@@ -93,17 +98,29 @@ class StripeProvider:
         intent_id = payment_intent if isinstance(payment_intent, str) or payment_intent is None else None
         return Checkout(session.url, session.id, intent_id)
 
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> PaymentEvent | None:
+    def parse_webhook(
+        self, headers: Mapping[str, str], body: bytes, *, received_at: datetime
+    ) -> PaymentEvent | None:
         signature = header(headers, "Stripe-Signature")
         if not signature:
             raise WebhookRefused("missing_signature", "no Stripe-Signature header")
+        signed_at_s = _signed_at(signature)
         try:
-            stripe.Webhook.construct_event(body, signature, self._webhook_secret, tolerance=self._tolerance_s)
+            stripe.WebhookSignature.verify_header(body, signature, self._webhook_secret, tolerance=None)
         except stripe.SignatureVerificationError as exc:
-            reason = "stale_timestamp" if "tolerance" in str(exc) else "bad_signature"
-            raise WebhookRefused(reason, f"stripe signature refused: {exc.user_message or exc}") from exc
-        except ValueError as exc:
+            raise WebhookRefused(
+                "bad_signature", f"stripe signature refused: {exc.user_message or exc}"
+            ) from exc
+        except ValueError as exc:  # a body that is not UTF-8 (the signature covers its text)
             raise WebhookRefused("malformed", f"not a stripe event: {exc}") from exc
+        age_s = signed_age_s(signed_at_s, received_at)
+        if age_s > self._tolerance_s:
+            raise WebhookRefused(
+                "stale_timestamp",
+                f"stripe signed it {age_s:.0f} s before it was received at {received_at.isoformat()}, "
+                f"more than {self._tolerance_s} s",
+            )
+        kind: EventKind | None = None
         try:
             event = json.loads(body)
             kind = _KINDS.get(event["type"])
@@ -111,7 +128,19 @@ class StripeProvider:
                 return None
             return _normalise(event["id"], kind, event["data"]["object"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise WebhookRefused("malformed", f"stripe {kind} event without {exc}") from exc
+            raise WebhookRefused("malformed", f"stripe {kind or 'unknown'} event without {exc}") from exc
+
+
+def _signed_at(signature: str) -> int:
+    """The `t=` Unix timestamp of a Stripe-Signature header, read as the library reads it (the first `t`)."""
+    for item in signature.split(","):
+        name, _, value = item.partition("=")
+        if name == "t":
+            try:
+                return int(value)
+            except ValueError:
+                break
+    raise WebhookRefused("malformed_signature", "Stripe-Signature must carry 't=<unix seconds>'")
 
 
 def _normalise(event_id: str, kind: EventKind, obj: dict[str, Any]) -> PaymentEvent:

@@ -1,7 +1,7 @@
 """WeChat Pay API v3, through `wechatpayv3`: Native checkouts (a QR code URL) and verified, decrypted notifications.
 
 A notification is trusted only when, as WeChat Pay documents: its `Wechatpay-Serial` names the platform key we hold,
-its `Wechatpay-Timestamp` is within `tolerance_s` of now (openami's clock), its `Wechatpay-Signature` is the
+its `Wechatpay-Timestamp` is within `tolerance_s` of the notification's arrival (`received_at`), its `Wechatpay-Signature` is the
 platform's RSA-SHA256 (PKCS#1 v1.5) signature of "timestamp\\nnonce\\nbody\\n", and its resource decrypts with the
 API v3 key (AEAD_AES_256_GCM, the nonce and associated data given beside the ciphertext). Our payment reference
 is the merchant order number (`out_trade_no`); WeChat Pay's `transaction_id` is the provider payment id.
@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Protocol
 
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from wechatpayv3 import WeChatPay, WeChatPayType  # type: ignore[import-untyped]
 from wechatpayv3.utils import (  # type: ignore[import-untyped]
     aes_decrypt,
     load_certificate,
+    load_private_key,
     load_public_key,
     rsa_verify,
 )
 
-from openami.common.clock import Clock
 from openami.common.errors import ConflictError, ValidationError
 from openami.prepayment.providers import (
     Checkout,
@@ -32,6 +33,7 @@ from openami.prepayment.providers import (
     PaymentEvent,
     WebhookRefused,
     header,
+    signed_age_s,
 )
 
 
@@ -46,13 +48,30 @@ class NativePayClient(Protocol):
 def platform_key(pem: str) -> RSAPublicKey:
     """The platform's RSA public key from its certificate or public-key PEM."""
     try:
-        key = load_certificate(pem).public_key() if "CERTIFICATE" in pem else load_public_key(pem)
-    except ValueError as exc:
+        if "CERTIFICATE" in pem:
+            certificate = load_certificate(pem)  # None when it is not one
+            key = None if certificate is None else certificate.public_key()
+        else:
+            key = load_public_key(pem)
+    except Exception as exc:  # the library raises bare Exception for a key it cannot load
         raise ValidationError(
             f"not a certificate or public key PEM: {exc}", "wechat pay platform key"
         ) from exc
+    if key is None:
+        raise ValidationError("not a certificate or public key PEM", "wechat pay platform key")
     if not isinstance(key, RSAPublicKey):
         raise ValidationError("must be an RSA key", "wechat pay platform key")
+    return key
+
+
+def merchant_key(pem: str) -> RSAPrivateKey:
+    """The merchant's RSA private key (`apiclient_key.pem`), loaded as `wechatpayv3` will load it."""
+    try:
+        key = load_private_key(pem)
+    except Exception as exc:  # the library raises bare Exception for a key it cannot load
+        raise ValidationError(f"not a PEM private key: {exc}", "wechat pay merchant private key") from exc
+    if not isinstance(key, RSAPrivateKey):
+        raise ValidationError("must be an RSA private key", "wechat pay merchant private key")
     return key
 
 
@@ -68,7 +87,6 @@ class WeChatPayProvider:
         apiv3_key: str,
         platform_public_key: str,
         platform_serial: str,
-        clock: Clock,
         notify_url: str,
         mchid: str = "",
         appid: str = "",
@@ -83,8 +101,9 @@ class WeChatPayProvider:
         self._platform_pem = platform_public_key
         self._platform_key = platform_key(platform_public_key)
         self._platform_serial = platform_serial
-        self._clock = clock
         self._notify_url = notify_url
+        if merchant_private_key:
+            merchant_key(merchant_private_key)  # refused now, not at the first checkout
         self._merchant = (mchid, appid, merchant_private_key, merchant_serial)
         self._client = client
         self._tolerance_s = tolerance_s
@@ -133,7 +152,9 @@ class WeChatPayProvider:
             raise ConflictError(f"wechat pay answered without a code_url for {request.reference}") from exc
         return Checkout(str(code_url), None, None)
 
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> PaymentEvent | None:
+    def parse_webhook(
+        self, headers: Mapping[str, str], body: bytes, *, received_at: datetime
+    ) -> PaymentEvent | None:
         values = {
             name: header(headers, f"Wechatpay-{name}")
             for name in ("Timestamp", "Nonce", "Signature", "Serial")
@@ -151,10 +172,12 @@ class WeChatPayProvider:
             raise WebhookRefused(
                 "malformed_signature", f"Wechatpay-Timestamp {timestamp!r} is not Unix seconds"
             )
-        age_s = abs(self._clock.now().timestamp() - int(timestamp))
-        if age_s > self._tolerance_s:
+        age_s = signed_age_s(int(timestamp), received_at)
+        if abs(age_s) > self._tolerance_s:
             raise WebhookRefused(
-                "stale_timestamp", f"signed {age_s:.0f} s away from now, more than {self._tolerance_s} s"
+                "stale_timestamp",
+                f"signed {abs(age_s):.0f} s {'before' if age_s > 0 else 'after'} it was received at "
+                f"{received_at.isoformat()}, more than {self._tolerance_s} s",
             )
         try:
             text = body.decode("utf-8")
