@@ -15,9 +15,12 @@ from pathlib import Path
 
 import structlog
 
-from bench import billing, ingest, logins, pricing
+from bench import billing, ingest, logins, payments, pricing
+from bench.fixtures import scratch_postgres, throwaway_master_key
 from openami.headend.codec import Frame
+from openami.security.meter_keys import MeterKeyCipher
 from openami.simulator import Fleet
+from openami.storage.db import make_engine
 
 
 def _quiet_logs() -> None:
@@ -138,6 +141,32 @@ def bench_billing(quick: bool, accounts: int | None = None) -> None:
     print(f"  peak RSS         {f.peak_rss_mb:>12.0f} MB  (this process: setup, run and read)")
 
 
+def bench_payments(quick: bool) -> None:
+    deliveries, count, threads = (300, 60, 8) if quick else (1_000, 200, 16)
+    with scratch_postgres() as url:
+        engine = make_engine(url, pool_size=threads, max_overflow=4)
+        try:
+            f = payments.run(
+                engine, MeterKeyCipher([throwaway_master_key()]), deliveries=deliveries, payments=count,
+                threads=threads,
+            )  # fmt: skip
+        finally:
+            engine.dispose()
+    print(
+        f"payment webhooks on PostgreSQL, {f.deliveries:,} deliveries for {f.payments} payments from {f.threads} "
+        "threads (duplicates, replays, reordering):"
+    )
+    print(f"  verified+applied {f.per_s:>12,.0f} deliveries/s  ({f.seconds:.2f} s; outcomes {f.outcomes})")
+    print(f"  one-row commits  {f.floor_per_s:>12,.0f} /s            ({f.floor_seconds:.2f} s, the floor)")
+    print(
+        f"  ratio            {f.per_s / f.floor_per_s:>12.2f}  (checked: every balance exact, ledger balanced)"
+    )
+    if f.retries:
+        print(
+            f"  retried          {sum(f.retries.values()):>12}  ({f.retries}: as a provider delivers again)"
+        )
+
+
 BENCHMARKS = {
     "simulator": bench_simulator,
     "ingest_postgres": bench_ingest_postgres,
@@ -146,6 +175,7 @@ BENCHMARKS = {
     "logins": bench_logins,
     "pricing": bench_pricing,
     "billing": bench_billing,
+    "payments": bench_payments,
 }
 
 
