@@ -85,7 +85,6 @@ class PrepaidDemo:
         outbox: OutboxService,
         messages: TextIO,
     ) -> None:
-        self.outbox = outbox
         self.factory, self.clock, self.registry, self.headend, self.control = (
             factory, clock, registry, headend, control,
         )  # fmt: skip
@@ -99,7 +98,6 @@ class PrepaidDemo:
         self.counts = PrepaidCounts()
         self.site_id = 0
         self.currency = ""
-        self.meter_of: dict[int, int] = {}  # account id -> its meter
         self.cut_at: dict[int, datetime] = {}  # accounts cut off, since when (the customer pays later)
         self.automation = CreditAutomation(registry, self.wallets, control, self.notifications)
         # The embedded mode drains the outbox in-process: here, the wallet's side of each payment credited.
@@ -112,13 +110,11 @@ class PrepaidDemo:
             site = self.registry.site_by_code(session, site_code)
             self.site_id, self.currency = site.id, site.currency
             self.wallets.set_credit_rules(session, site.id, RULES, actor=ACTOR, role=ROLE)
-            meters = {m.account_id: m.id for m in self.registry.meter_infos(session, site.id) if m.account_id}
             prepaid = [
                 a for a in self.registry.list_accounts(session, site_id=site.id) if a.kind == "prepaid"
             ]
             self.counts.prepaid_accounts = len(prepaid)
             for n, account in enumerate(prepaid):
-                self.meter_of[account.id] = meters[account.id]
                 self.wallets.open_wallet(session, account.id, charge_from=first_day, actor=ACTOR, role=ROLE)
                 self.notifications.subscribe(
                     session, account.id, ChannelKind.EMAIL, f"{account.number.lower()}@demo.invalid",
@@ -209,4 +205,4 @@ class PrepaidDemo:
 
 def messages_file(log_dir: Path) -> TextIO:
     log_dir.mkdir(parents=True, exist_ok=True)
-    return (log_dir / "demo-messages.log").open("a", encoding="utf-8")
+    return (log_dir / "demo-messages.log").open("w", encoding="utf-8")  # this run's messages only
