@@ -17,6 +17,7 @@ from openami.cli.common import fail as _fail
 from openami.cli.ledger import app as ledger_app
 from openami.cli.registry import app as registry_app
 from openami.cli.tariff import app as tariff_app
+from openami.cli.theft import app as theft_app
 from openami.cli.tokens import app as tokens_app
 from openami.cli.users import app as users_app
 from openami.common.errors import ConfigurationError
@@ -35,6 +36,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
 app.add_typer(users_app, name="users")
 app.add_typer(tariff_app, name="tariff")
+app.add_typer(theft_app, name="theft")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(billing_app, name="bill")
 app.add_typer(tokens_app, name="tokens")

@@ -12,11 +12,16 @@ event number of the IDIS / DLMS event logs, for transports that speak DLMS:
 - 65 limiter threshold exceeded: the load limiter opened the relay (a local disconnection, not a remote one;
   the detail says since when import power was above which limit); 66 limiter threshold ok: the limiter closed
   the relay again after its wait (or released it when the limit was removed); 67 limiter threshold changed
-  (by a set_load_limit command, the detail gives old and new W).
+  (by a set_load_limit command, the detail gives old and new W);
+- 40 terminal cover removed, 41 closed; 42 strong DC field detected, 43 no strong DC field anymore; 44 meter
+  cover removed, 45 closed (fraud detection log). IDIS names a DC field; the sensor here reads any strong field;
+- current mismatch (earth load / bypass), neutral missing and reverse current have no IDIS number known to us:
+  231..236 are openami's choice in the range left to manufacturers (see `device.event_codes`, which also holds
+  the IS 15959 numbers and says which numbers are assumptions).
 
-To add an event (tamper, power quality ...): add a member to `EventCode` and its number to
-`IDIS_EVENT_NUMBERS` (fraud detection log numbers start at 40: terminal cover removed 40, closed 41, strong DC
-field 42, gone 43, meter cover removed 44, closed 45). The log itself takes any code.
+Tamper events come in pairs, a start and an end (`device.tamper.EPISODE_ENDS`). To add an event: add a member
+to `EventCode` and its number to `IDIS_EVENT_NUMBERS` and to the IS 15959 table in `device.event_codes`. The
+log itself takes any code.
 """
 
 from __future__ import annotations
@@ -43,6 +48,18 @@ class EventCode(enum.StrEnum):
     LOAD_LIMIT_EXCEEDED = "load_limit_exceeded"
     LOAD_LIMIT_RECLOSED = "load_limit_reclosed"
     LOAD_LIMIT_SET = "load_limit_set"
+    METER_COVER_OPENED = "meter_cover_opened"
+    METER_COVER_CLOSED = "meter_cover_closed"
+    TERMINAL_COVER_OPENED = "terminal_cover_opened"
+    TERMINAL_COVER_CLOSED = "terminal_cover_closed"
+    MAGNETIC_FIELD_DETECTED = "magnetic_field_detected"
+    MAGNETIC_FIELD_CLEARED = "magnetic_field_cleared"
+    CURRENT_MISMATCH_DETECTED = "current_mismatch_detected"
+    CURRENT_MISMATCH_CLEARED = "current_mismatch_cleared"
+    NEUTRAL_MISSING_DETECTED = "neutral_missing_detected"
+    NEUTRAL_MISSING_CLEARED = "neutral_missing_cleared"
+    REVERSE_CURRENT_DETECTED = "reverse_current_detected"
+    REVERSE_CURRENT_CLEARED = "reverse_current_cleared"
 
 
 IDIS_EVENT_NUMBERS: Mapping[EventCode, int] = MappingProxyType(
@@ -57,6 +74,18 @@ IDIS_EVENT_NUMBERS: Mapping[EventCode, int] = MappingProxyType(
         EventCode.LOAD_LIMIT_EXCEEDED: 65,
         EventCode.LOAD_LIMIT_RECLOSED: 66,
         EventCode.LOAD_LIMIT_SET: 67,
+        EventCode.TERMINAL_COVER_OPENED: 40,
+        EventCode.TERMINAL_COVER_CLOSED: 41,
+        EventCode.MAGNETIC_FIELD_DETECTED: 42,
+        EventCode.MAGNETIC_FIELD_CLEARED: 43,
+        EventCode.METER_COVER_OPENED: 44,
+        EventCode.METER_COVER_CLOSED: 45,
+        EventCode.CURRENT_MISMATCH_DETECTED: 231,
+        EventCode.CURRENT_MISMATCH_CLEARED: 232,
+        EventCode.NEUTRAL_MISSING_DETECTED: 233,
+        EventCode.NEUTRAL_MISSING_CLEARED: 234,
+        EventCode.REVERSE_CURRENT_DETECTED: 235,
+        EventCode.REVERSE_CURRENT_CLEARED: 236,
     }
 )
 

@@ -17,6 +17,12 @@ The load limiter (DLMS "limiter", threshold 0-0:17.0.0): with a limit set, impor
 itself `load_limit_reclose_after_s` later (LOAD_LIMIT_RECLOSED), as prepaid meters commonly do; None keeps it
 open until a remote connect. A remote disconnect takes over a limiter-opened relay: it then stays open. The
 limit, like the latching relay, survives a power cut; the time already spent above it does not.
+
+Tamper detection (`device.tamper`) watches every step's sample: current mismatch, neutral missing, reverse
+current and a strong magnetic field each log a start and an end event once they have held for their
+persistence time, and change how energy is registered while they are present. The meter and terminal cover
+switches are battery-backed: opened or closed while the meter has no supply, the event is logged when power
+returns, stamped with the time it happened. Event numbers follow the meter's code set (`device.event_codes`).
 """
 
 from __future__ import annotations
@@ -31,11 +37,21 @@ from openami.common.clock import ensure_aware
 from openami.common.errors import OpenAMIError
 from openami.device.clock import DriftingClock
 from openami.device.config import MeterConfig, is_int, is_number
+from openami.device.event_codes import EventCodeSet, event_number
 from openami.device.events import Event, EventCode, EventLog
 from openami.device.metrology import SECONDS_PER_HOUR, Sample, active_power_w
 from openami.device.profile import LoadProfileMemory, MemoryFault, ProfileEntry, Status
 from openami.device.registers import RegisterBank, tariff_rate_window
 from openami.device.relay import Relay
+from openami.device.tamper import (
+    CONDITION_EVENTS,
+    COVER_EVENTS,
+    Cover,
+    TamperCondition,
+    TamperConfig,
+    TamperDetector,
+    Transition,
+)
 from openami.device.tokens import TokenConfig, TokenRegister, TokenResult
 
 MAX_STEP_S = 366 * 86_400.0
@@ -66,12 +82,12 @@ class Meter:
     """One electricity meter. See the module docstring for how time and energy are kept."""
 
     __slots__ = (
-        "_calendar", "_corruptions", "_events", "_export_residue_wh", "_export_wh", "_import_residue_wh",
+        "_calendar", "_corruptions", "_covers_open", "_event_codes", "_events", "_export_residue_wh", "_export_wh", "_import_residue_wh",
         "_import_wh", "_interval_end_s", "_interval_export_wh", "_interval_import_wh", "_interval_s",
-        "_interval_start_s", "_interval_status", "_limit_reclose_after_s", "_limit_reclose_s",
+        "_interval_start_s", "_interval_status", "_latched", "_limit_reclose_after_s", "_limit_reclose_s",
         "_limit_trip_after_s", "_limit_w", "_memory", "_over_limit_s", "_over_since_s", "_phases", "_powered",
         "_pushed", "_rate", "_rate_until_s", "_registers", "_relay", "_relay_closed", "_rtc", "_sample", "_seed",
-        "_tokens", "_true_last_s", "_zone", "config",
+        "_tamper", "_tokens", "_true_last_s", "_zone", "config",
     )  # fmt: skip
 
     def __init__(
@@ -84,12 +100,16 @@ class Meter:
         initial_export_wh: int = 0,
         load_limit_trip_after_s: float = 30.0,
         load_limit_reclose_after_s: float | None = 60.0,
+        tamper: TamperConfig | None = None,
+        event_codes: EventCodeSet = EventCodeSet.IDIS,
     ) -> None:
         """A meter installed at `commissioned_at` (aware), its clock set right then. Registers start at the
         initial values (Wh), booked to the rate in force at commissioning. `seed` drives the meter's own
         random choices (which entry fault injection corrupts), so equal seeds and inputs give equal meters.
         The load limiter's timing (seconds of measuring, see the module docstring) is fixed at manufacture;
-        its limit starts at 0 (none) and is set by `set_load_limit`."""
+        its limit starts at 0 (none) and is set by `set_load_limit`. `tamper` holds the tamper detection's
+        thresholds (None: the defaults of `TamperConfig`) and `event_codes` the code set its events are
+        numbered in, both fixed at manufacture like the limiter's timing."""
         if not isinstance(config, MeterConfig):
             raise TypeError(f"config must be a MeterConfig, got {type(config).__name__}")
         start_s = ensure_aware(commissioned_at, "commissioned_at").timestamp()
@@ -108,6 +128,14 @@ class Meter:
                 f"load_limit_reclose_after_s must be 0 s or more (None: stay open), got "
                 f"{load_limit_reclose_after_s!r}"
             )
+        if tamper is not None and not isinstance(tamper, TamperConfig):
+            raise TypeError(f"tamper must be a TamperConfig or None, got {type(tamper).__name__}")
+        try:
+            self._event_codes = EventCodeSet(event_codes)
+        except ValueError:
+            raise ValueError(
+                f"event_codes must be one of {[s.value for s in EventCodeSet]}, got {event_codes!r}"
+            ) from None
         self.config = config
         self._seed = seed
         self._zone = ZoneInfo(config.timezone)
@@ -142,6 +170,9 @@ class Meter:
         self._over_limit_s = 0.0  # how long import power has stayed above the limit, true seconds measured
         self._over_since_s = 0.0  # true instant it went above, while _over_limit_s > 0
         self._limit_reclose_s: float | None = None  # while the limiter holds the relay open: when it recloses
+        self._tamper = TamperDetector(tamper or TamperConfig(), config.nominal_voltage_v)
+        self._covers_open: set[Cover] = set()
+        self._latched: list[tuple[EventCode, float]] = []  # cover switches seen without supply: code, meter s
         self._registers.add(self._rate, initial_import_wh)
         self._registers.add(self._rate, initial_export_wh, export=True)
 
@@ -170,6 +201,27 @@ class Meter:
     @property
     def last_event_sequence(self) -> int:
         return self._events.last_sequence
+
+    @property
+    def tamper_config(self) -> TamperConfig:
+        return self._tamper.config
+
+    @property
+    def active_tampers(self) -> frozenset[TamperCondition]:
+        """Tamper conditions whose start is logged and whose end is not yet."""
+        return self._tamper.active
+
+    @property
+    def open_covers(self) -> frozenset[Cover]:
+        return frozenset(self._covers_open)
+
+    @property
+    def event_code_set(self) -> EventCodeSet:
+        return self._event_codes
+
+    def event_number(self, event: Event) -> int:
+        """The number `event` carries on the wire in this meter's code set (IDIS or IS 15959)."""
+        return event_number(event.code, self._event_codes)
 
     # --- offline tokens (device.tokens) ------------------------------------------------------------------
 
@@ -205,29 +257,66 @@ class Meter:
         self._true_last_s = t0 + duration_s
         if not self._powered:
             return
-        if self._limit_w:
-            self._step_limited(t0, duration_s, sample)
+        tamper = self._tamper
+        if tamper.is_plain(sample, flowing=self._relay_closed):
+            self._measure_limited_or_not(t0, duration_s, sample, None)
             return
-        self._measure(t0, duration_s, sample)
+        end = t0 + duration_s
+        phases = int(self._phases)
+        while True:  # cut the step where a tamper condition starts or ends
+            registration = tamper.registered_power_w(sample, phases)
+            transition = tamper.advance(t0, end - t0, sample, flowing=self._relay_closed)
+            if transition is None:
+                self._measure_limited_or_not(t0, end - t0, sample, registration)
+                return
+            self._measure_limited_or_not(t0, transition.true_s - t0, sample, registration)
+            t0 = transition.true_s
+            self._log_transition(transition)
 
-    def _measure(self, t0: float, duration_s: float, sample: Sample) -> None:
-        """Count what `sample` delivers during true `[t0, t0 + duration_s)` through the relay as it stands."""
+    def _measure_limited_or_not(
+        self, t0: float, duration_s: float, sample: Sample, registration: tuple[float, bool] | None
+    ) -> None:
+        if self._limit_w:
+            self._step_limited(t0, duration_s, sample, registration)
+        else:
+            self._measure(t0, duration_s, sample, registration)
+
+    def _measure(
+        self, t0: float, duration_s: float, sample: Sample, registration: tuple[float, bool] | None = None
+    ) -> None:
+        """Count what `sample` delivers during true `[t0, t0 + duration_s)` through the relay as it stands.
+        `registration` (power W, export) replaces the measured power while a tamper condition is present."""
         rtc = self._rtc
         m0 = rtc.base_meter_s + (t0 - rtc.base_true_s) * rtc.rate
         m1 = m0 + duration_s * rtc.rate
         self._sample = sample
+        export = sample.export
         if self._relay_closed:
-            power_w = sample.voltage_v * sample.phase_current_a * sample.power_factor * self._phases
+            if registration is None:
+                power_w = sample.voltage_v * sample.phase_current_a * sample.power_factor * self._phases
+            else:
+                power_w, export = registration
             energy_wh = power_w * duration_s / SECONDS_PER_HOUR
         else:
             energy_wh = 0.0
         if m1 < self._interval_end_s and m1 <= self._rate_until_s:
             if energy_wh > 0.0:
-                self._count(energy_wh, sample.export)
+                self._count(energy_wh, export)
             return
-        self._count_across_boundaries(m0, m1, energy_wh, sample.export)
+        self._count_across_boundaries(m0, m1, energy_wh, export)
 
-    def _step_limited(self, t: float, duration_s: float, sample: Sample) -> None:
+    def _log_transition(self, transition: Transition) -> None:
+        start_code, end_code = CONDITION_EVENTS[transition.condition]
+        rtc = self._rtc
+        self._log(
+            start_code if transition.started else end_code,
+            rtc.meter_s(transition.true_s),
+            f"{'present' if transition.started else 'absent'} since={_iso(rtc.meter_s(transition.since_s))}",
+        )
+
+    def _step_limited(
+        self, t: float, duration_s: float, sample: Sample, registration: tuple[float, bool] | None = None
+    ) -> None:
         """`step` with a load limit set: measure in pieces, tripping where import power has been above the
         limit for the trip time and closing again where the limiter's wait ends, both inside the step."""
         end = t + duration_s
@@ -236,26 +325,26 @@ class Meter:
             reclose_s = self._limit_reclose_s
             if reclose_s is not None:  # held open by the limiter (math.inf: until a remote connect)
                 if reclose_s > end:
-                    self._measure(t, end - t, sample)
+                    self._measure(t, end - t, sample, registration)
                     return
                 if reclose_s > t:
-                    self._measure(t, reclose_s - t, sample)
+                    self._measure(t, reclose_s - t, sample, registration)
                     t = reclose_s
                 self._limiter_close(t, "the limiter's wait is over")
                 continue
             if not self._relay_closed or power_w <= self._limit_w:
                 self._over_limit_s = 0.0
-                self._measure(t, end - t, sample)
+                self._measure(t, end - t, sample, registration)
                 return
             if self._over_limit_s == 0.0:
                 self._over_since_s = t
             need_s = max(0.0, self._limit_trip_after_s - self._over_limit_s)
             if need_s > end - t:
                 self._over_limit_s += end - t
-                self._measure(t, end - t, sample)
+                self._measure(t, end - t, sample, registration)
                 return
             if need_s > 0.0:
-                self._measure(t, need_s, sample)
+                self._measure(t, need_s, sample, registration)
                 t += need_s
             self._limiter_trip(t, power_w)
 
@@ -363,6 +452,7 @@ class Meter:
         self._powered = False
         self._sample = None
         self._over_limit_s = 0.0  # nothing flows without supply; the limit itself is kept
+        self._tamper.power_lost()
         self._interval_status |= Status.POWER_DOWN
         self._log(EventCode.POWER_DOWN, meter_s)
 
@@ -376,7 +466,34 @@ class Meter:
         self._powered = True
         if meter_s <= self._interval_start_s:  # back exactly at a boundary: the new interval was never down
             self._interval_status &= ~Status.POWER_DOWN
+        for code, latched_s in self._latched:  # they happened before this power up: logged first
+            self._log(code, latched_s, f"latched without supply, logged at power up {_iso(meter_s)}")
+        self._latched.clear()
         self._log(EventCode.POWER_UP, meter_s)
+
+    def open_cover(self, true_now: Instant, cover: Cover) -> None:
+        """The meter or terminal cover is opened. Its switch is battery-backed: without supply the opening
+        is latched with the clock's time and logged when power returns."""
+        self._cover_switch(true_now, Cover(cover), opened=True)
+
+    def close_cover(self, true_now: Instant, cover: Cover) -> None:
+        """The cover is closed again (latched like an opening while the meter has no supply)."""
+        self._cover_switch(true_now, Cover(cover), opened=False)
+
+    def _cover_switch(self, true_now: Instant, cover: Cover, *, opened: bool) -> None:
+        if (cover in self._covers_open) == opened:
+            state = "open" if opened else "closed"
+            raise ValueError(f"meter {self.serial}: the {cover} cover is already {state}")
+        meter_s = self._command(true_now, needs_power=False)
+        if opened:
+            self._covers_open.add(cover)
+        else:
+            self._covers_open.discard(cover)
+        code = COVER_EVENTS[cover][0 if opened else 1]
+        if self._powered:
+            self._log(code, meter_s)
+        else:
+            self._latched.append((code, meter_s))
 
     def disconnect(self, true_now: Instant) -> None:
         """Open the relay (remote disconnection): nothing is measured while open. A relay the load limiter

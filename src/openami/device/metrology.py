@@ -22,19 +22,22 @@ def _check_range(name: str, value: float, low: float, high: float = math.inf) ->
 @dataclass(frozen=True, slots=True)
 class Sample:
     """What the front end measures, held constant for a step: voltage V, phase and neutral current A (RMS,
-    never negative), power factor 0..1. `export` is True when energy flows to the grid (solar surplus)."""
+    never negative), power factor 0..1. `export` is True when energy flows to the grid (solar surplus).
+    `magnetic_field_mt` is the field sensor's reading, mT (0 without a magnet near; see `device.tamper`)."""
 
     voltage_v: float
     phase_current_a: float
     neutral_current_a: float
     power_factor: float = 1.0
     export: bool = False
+    magnetic_field_mt: float = 0.0
 
     def __post_init__(self) -> None:
         _check_range("voltage_v", self.voltage_v, 0.0)
         _check_range("phase_current_a", self.phase_current_a, 0.0)
         _check_range("neutral_current_a", self.neutral_current_a, 0.0)
         _check_range("power_factor", self.power_factor, 0.0, 1.0)
+        _check_range("magnetic_field_mt", self.magnetic_field_mt, 0.0)
         if self.export not in (True, False):  # numpy's bool_ is welcome too
             raise ValueError(f"Sample.export must be True or False, got {self.export!r}")
 
