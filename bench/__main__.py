@@ -15,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-from bench import billing, ingest, logins, payments, pricing
+from bench import billing, ingest, logins, payments, pricing, theft
 from bench.fixtures import scratch_postgres, throwaway_master_key
 from openami.headend.codec import Frame
 from openami.security.meter_keys import MeterKeyCipher
@@ -167,6 +167,35 @@ def bench_payments(quick: bool) -> None:
         )
 
 
+def bench_theft(quick: bool) -> None:
+    customers, days = (200, 90) if quick else (1_000, 180)
+    print(
+        f"theft scoring on simulated data (seeds {theft.EVALUATION_SEEDS}, kept out of tuning), {customers} customers "
+        f"x {days} days, 10 % thieves:"
+    )
+    for resolution in (15, 1440):
+        for with_evidence in (True, False):
+            runs = [theft.evaluate(seed, customers, days, resolution, with_evidence=with_evidence)
+                    for seed in theft.EVALUATION_SEEDS]  # fmt: skip
+            what = "events + energy balance" if with_evidence else "consumption only"
+            label = "15-min" if resolution == 15 else "daily"
+
+            def mean(field: str, runs: list[theft.Quality] = runs) -> float:
+                return statistics.fmean(getattr(q, field) for q in runs)
+
+            print(
+                f"  {label:<6} {what:<24} AUC {mean('auc'):.3f}  P@1% {mean('precision_1'):.2f}  "
+                f"P@5% {mean('precision_5'):.2f}  MAP@100 {mean('map_100'):.2f}  "
+                f"DR@5%FPR {mean('detection_at_5_fpr'):.2f}  ({customers / mean('seconds'):,.0f} meters/s)"
+            )
+            kinds = sorted(runs[0].per_attack_auc)
+            per = ", ".join(
+                f"{k} {statistics.fmean(q.per_attack_auc.get(k, float('nan')) for q in runs):.2f}"
+                for k in kinds
+            )
+            print(f"         per attack AUC: {per}")
+
+
 BENCHMARKS = {
     "simulator": bench_simulator,
     "ingest_postgres": bench_ingest_postgres,
@@ -176,6 +205,7 @@ BENCHMARKS = {
     "pricing": bench_pricing,
     "billing": bench_billing,
     "payments": bench_payments,
+    "theft": bench_theft,
 }
 
 
