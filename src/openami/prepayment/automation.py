@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from openami.control.interfaces import CommandKind, CommandState, RelayCommandInfo
-from openami.control.service import ControlService
+from openami.control.service import MAX_KEY_CHARS, ControlService
 from openami.notifications.interfaces import Disconnected, DisconnectWarning, LowBalance, Reconnected
 from openami.notifications.service import NotificationService
 from openami.prepayment.credit import CreditAction
@@ -122,7 +122,8 @@ class CreditAutomation:
     ) -> None:
         kind = CommandKind.DISCONNECT if due.action is CreditAction.DISCONNECT_DUE else CommandKind.RECONNECT
         for n in range(MAX_ASKS):
-            key = f"{due.request_key}:{kind.value}:{n}"[:100]
+            suffix = f":{kind.value}:{n}"
+            key = due.request_key[: MAX_KEY_CHARS - len(suffix)] + suffix  # the suffix is never cut off
             earlier = self.control.find(session, key)
             fresh = earlier is None
             command = earlier or self.control.request(
