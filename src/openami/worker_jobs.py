@@ -40,7 +40,6 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from openami.billing.service import BillingService
 from openami.bootstrap import Container
 from openami.common.clock import Clock
 from openami.common.errors import NotFoundError, ValidationError
@@ -55,7 +54,6 @@ from openami.prepayment.automation import CreditAutomation
 from openami.prepayment.credited import CREDITED_TOPIC
 from openami.prepayment.payments import PaymentService
 from openami.prepayment.wallet import WalletService
-from openami.security.audit import AuditLog
 from openami.storage.db import unit_of_work
 
 log = structlog.get_logger(__name__)
@@ -356,18 +354,15 @@ class CreditRounds:
 def build_jobs_worker(container: Container, sender: CommandSender, **options: Any) -> JobsWorker:
     """The jobs worker of `container`'s system, sending relay commands through `sender` (the head-end).
 
-    Builds the services the handlers need from the container's parts; `options` are JobsWorker's keywords.
+    The handlers use the container's services; `options` are JobsWorker's keywords.
     Webhooks are applied by the container's payment service, each judged at its arrival (`received_at`). When
     the API and the worker are separate processes, the sandbox's secret must be configured
     (OPENAMI_PAYMENT_SANDBOX_SECRET), or each would make its own and the worker would refuse the API's deliveries.
     """
-    clock, registry, ledger = container.clock, container.registry, container.ledger
-    outbox = OutboxService(clock)
-    audit = AuditLog(clock)
-    payments = container.payments
-    wallets = WalletService(clock, registry, ledger, BillingService(clock, registry, ledger), audit)
-    control = ControlService(clock, registry, audit)
-    handlers = job_handlers(payments=payments, wallets=wallets, control=control, sender=sender)
-    automation = CreditAutomation(registry, wallets, control, container.notifications)
-    options.setdefault("credit", CreditRounds(clock, automation, container.notifications))
-    return JobsWorker(container.session_factory, outbox, handlers, control=control, sender=sender, **options)
+    wallets, control, notifications = container.wallets, container.control, container.notifications
+    handlers = job_handlers(payments=container.payments, wallets=wallets, control=control, sender=sender)
+    automation = CreditAutomation(container.registry, wallets, control, notifications)
+    options.setdefault("credit", CreditRounds(container.clock, automation, notifications))
+    return JobsWorker(
+        container.session_factory, container.outbox, handlers, control=control, sender=sender, **options
+    )

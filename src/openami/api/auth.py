@@ -118,8 +118,9 @@ class Access:
 
     @property
     def role(self) -> str:
-        """The roles whose grant of the permission the request relied on, for the operation log."""
-        return self._role
+        """The roles whose grant of the permission the request relied on, for the operation log ("none" for a
+        public route)."""
+        return self._role or "none"
 
     def sees_site(self, site_id: int | None) -> bool:
         return site_id is not None and self.reach.whole_site(site_id)
@@ -156,7 +157,7 @@ class Access:
         self.audit_log.append(
             session,
             actor=self.actor,
-            role=self.role or "none",
+            role=self.role,
             action=action,
             object_type=object_type,
             object_id=object_id,

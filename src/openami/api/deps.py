@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
 from openami.bootstrap import Container
@@ -19,3 +20,8 @@ def get_session(request: Request) -> Iterator[Session]:
     """A session for one request. Routers that change state commit explicitly; anything else is rolled back."""
     with get_container(request).session_factory() as session:
         yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+ContainerDep = Annotated[Container, Depends(get_container)]
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]  # a row id in a path: a 32-bit positive integer

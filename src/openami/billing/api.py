@@ -10,14 +10,14 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from openami.api.auth import Access, require
-from openami.api.deps import get_container, get_session
+from openami.api.deps import ContainerDep, RowId, SessionDep
 from openami.billing.interfaces import AccountOutcome, BillInfo, BillLineInfo, CostEstimate, Outcome
 from openami.billing.invoice import InvoiceData, invoice_html, invoice_pdf
 from openami.billing.service import BillingService
@@ -29,10 +29,7 @@ from openami.security.permissions import Permission
 from openami.tariffs.model import minor_digits
 
 router = APIRouter(prefix="/api/v1", tags=["billing"])
-SessionDep = Annotated[Session, Depends(get_session)]
-ContainerDep = Annotated[Container, Depends(get_container)]
 BillsRead = Annotated[Access, require(Permission.BILLS_READ)]
-RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
 
 

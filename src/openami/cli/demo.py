@@ -32,7 +32,6 @@ from openami.cli.users import generated_password
 from openami.common.clock import ManualClock, SystemClock
 from openami.config import Settings
 from openami.control.reports import RelayReportSink
-from openami.control.service import ControlService
 from openami.headend.collection import CollectionRound
 from openami.headend.inprocess import InProcessTransport
 from openami.headend.service import HeadEnd
@@ -201,7 +200,7 @@ def _simulate(
 
     tune_gc_for_ingestion()
     transport = InProcessTransport(on_command=fleet.handle_command, background=False)
-    control = ControlService(clock, container.registry)
+    control = container.control
     # Meters' relay reports confirm relay commands in the same transaction as the frames that carry them.
     headend = HeadEnd(
         container.session_factory,
@@ -215,8 +214,8 @@ def _simulate(
     collected = CollectionRound()
     messages = messages_file(log_file.parent)
     prepaid = PrepaidDemo(
-        container.session_factory, clock, container.registry, container.payments, headend, control,
-        container.outbox, messages,
+        container.session_factory, clock, container.registry, container.payments, container.wallets,
+        headend, control, container.outbox, messages,
     )  # fmt: skip
     prepaid.setup(SITE_CODE, start.astimezone(ZoneInfo(SITE_TIMEZONE)).date())
 

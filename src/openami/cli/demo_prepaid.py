@@ -17,11 +17,9 @@ from typing import TextIO
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from openami.billing.service import BillingService
 from openami.common.clock import Clock
 from openami.control.service import ControlService
 from openami.headend.service import HeadEnd
-from openami.ledger.service import LedgerService
 from openami.notifications.channels import ConsoleChannel
 from openami.notifications.interfaces import (
     ChannelKind,
@@ -80,6 +78,7 @@ class PrepaidDemo:
         clock: Clock,
         registry: RegistryService,
         payments: PaymentService,
+        wallets: WalletService,
         headend: HeadEnd,
         control: ControlService,
         outbox: OutboxService,
@@ -89,11 +88,10 @@ class PrepaidDemo:
             factory, clock, registry, headend, control,
         )  # fmt: skip
         self.payments = payments
-        ledger = LedgerService(clock, registry)
-        audit = AuditLog(clock)
-        self.wallets = WalletService(clock, registry, ledger, BillingService(clock, registry, ledger), audit)
+        self.wallets = wallets
+        # The demo's own channel: every message as a line of var/demo-messages.log.
         self.notifications = NotificationService(
-            clock, registry, audit, {ChannelKind.EMAIL: ConsoleChannel(ChannelKind.EMAIL, messages)}
+            clock, registry, AuditLog(clock), {ChannelKind.EMAIL: ConsoleChannel(ChannelKind.EMAIL, messages)}
         )
         self.counts = PrepaidCounts()
         self.site_id = 0

@@ -12,13 +12,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from openami.api.auth import Access, require
-from openami.api.deps import get_container, get_session
+from openami.api.deps import ContainerDep, RowId, SessionDep
 from openami.bootstrap import Container
 from openami.common.errors import ConflictError, NotFoundError, ValidationError
 from openami.control.interfaces import (
@@ -37,11 +37,8 @@ from openami.registry.interfaces import MeterInfo
 from openami.security.permissions import Permission
 
 router = APIRouter(prefix="/api/v1", tags=["relay control"])
-SessionDep = Annotated[Session, Depends(get_session)]
-ContainerDep = Annotated[Container, Depends(get_container)]
 RelayRead = Annotated[Access, require(Permission.RELAY_READ)]
 RelayOperate = Annotated[Access, require(Permission.RELAY_OPERATE)]
-RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Reason = Annotated[str, Field(min_length=1, max_length=500, description="why: kept in the operation log")]
 RequestKey = Annotated[
     str,
@@ -314,10 +311,6 @@ def _account_site(session: Session, container: Container, access: Access, accoun
     return site_id
 
 
-def _role(access: Access) -> str:
-    return access.role or "none"
-
-
 def _key_conflict(key: str) -> ConflictError:
     # Request keys are unique across the whole system: say no more than that the key is taken.
     return ConflictError(f"request key {key!r} was already used for another request: choose a new key")
@@ -337,7 +330,7 @@ def request_command(
             kind=body.kind,
             request_key=body.request_key,
             actor=access.actor,
-            role=_role(access),
+            role=access.role,
             reason=body.reason,
             limit_w=body.limit_w,
         )
@@ -387,7 +380,7 @@ def cancel_command(
     """Withdraw a command still queued; one already sent cannot be called back (409)."""
     _command(session, container, access, command_id)
     command = container.control.cancel(
-        session, command_id, actor=access.actor, role=_role(access), reason=body.reason
+        session, command_id, actor=access.actor, role=access.role, reason=body.reason
     )
     session.commit()
     return _command_out(command, _serial(session, container, command))
@@ -416,7 +409,7 @@ def request_bulk(
             kind=body.kind,
             request_key=body.request_key,
             actor=access.actor,
-            role=_role(access),
+            role=access.role,
             reason=body.reason,
             per_minute=body.per_minute,
             limit_w=body.limit_w,
@@ -449,7 +442,7 @@ def cancel_bulk(
     """Cancel every command of the operation still queued; those already sent run their course."""
     _bulk(session, container, access, bulk_id)
     bulk = container.control.cancel_bulk(
-        session, bulk_id, actor=access.actor, role=_role(access), reason=body.reason
+        session, bulk_id, actor=access.actor, role=access.role, reason=body.reason
     )
     session.commit()
     return _bulk_out(bulk)
@@ -477,7 +470,7 @@ def set_policy(
     if nulls:
         raise ValidationError(f"give a value or leave the setting out, not null: {nulls}", "policy")
     policy = container.control.set_policy(
-        session, site_id, actor=access.actor, role=_role(access), reason=body.reason, **settings
+        session, site_id, actor=access.actor, role=access.role, reason=body.reason, **settings
     )
     session.commit()
     return _policy_out(policy)
@@ -497,7 +490,7 @@ def add_protection(
         valid_from=body.valid_from or container.clock.now(),
         valid_until=body.valid_until,
         actor=access.actor,
-        role=_role(access),
+        role=access.role,
     )
     session.commit()
     return _protection_out(protection)
@@ -520,7 +513,7 @@ def end_protection(
     now = container.clock.now()
     at = max(now, row.valid_from + timedelta(microseconds=1))  # one not begun yet ends as it begins
     protection = container.control.end_protection(
-        session, protection_id, at=at, actor=access.actor, role=_role(access), reason=reason
+        session, protection_id, at=at, actor=access.actor, role=access.role, reason=reason
     )
     session.commit()
     return _protection_out(protection)
@@ -539,7 +532,7 @@ def declare_emergency(
         starts_at=body.starts_at or container.clock.now(),
         ends_at=body.ends_at,
         actor=access.actor,
-        role=_role(access),
+        role=access.role,
     )
     session.commit()
     return _emergency_out(emergency)
@@ -561,7 +554,7 @@ def end_emergency(
         raise NotFoundError(f"no weather emergency with id {emergency_id} at site {site_id}")
     at = max(container.clock.now(), row.starts_at + timedelta(microseconds=1))
     emergency = container.control.end_emergency(
-        session, emergency_id, at=at, actor=access.actor, role=_role(access), reason=reason
+        session, emergency_id, at=at, actor=access.actor, role=access.role, reason=reason
     )
     session.commit()
     return _emergency_out(emergency)

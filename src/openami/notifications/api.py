@@ -12,12 +12,12 @@ from datetime import datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from openami.api.auth import Access, require
-from openami.api.deps import get_container, get_session
+from openami.api.deps import ContainerDep, RowId, SessionDep
 from openami.bootstrap import Container
 from openami.common.errors import NotFoundError, ValidationError
 from openami.notifications.interfaces import (
@@ -38,11 +38,8 @@ from openami.security.permissions import Permission
 from openami.tariffs.model import minor_digits
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"])
-SessionDep = Annotated[Session, Depends(get_session)]
-ContainerDep = Annotated[Container, Depends(get_container)]
 NotificationsRead = Annotated[Access, require(Permission.NOTIFICATIONS_READ)]
 NotificationsWrite = Annotated[Access, require(Permission.NOTIFICATIONS_WRITE)]
-RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 class PreferencesIn(BaseModel):
@@ -234,7 +231,7 @@ def set_preferences(
         quiet_end=body.quiet_end,
     )
     stored = container.notifications.set_preferences(
-        session, preferences, actor=access.actor, role=access.role or "none"
+        session, preferences, actor=access.actor, role=access.role
     )
     session.commit()
     return _preferences_out(stored, currency)
@@ -278,7 +275,7 @@ def subscribe(
         body.address,
         secret=body.secret,
         actor=access.actor,
-        role=access.role or "none",
+        role=access.role,
     )
     session.commit()
     return _subscription_out(subscription)
@@ -297,7 +294,7 @@ def unsubscribe(
     if account is None or not access.sees_account(account.site_id, account.id):
         raise NotFoundError(f"no subscription with id {subscription_id}")
     subscription = container.notifications.unsubscribe(
-        session, subscription_id, actor=access.actor, role=access.role or "none"
+        session, subscription_id, actor=access.actor, role=access.role
     )
     session.commit()
     return _subscription_out(subscription)

@@ -14,14 +14,14 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from openami.api.auth import PUBLIC, Access, require
-from openami.api.deps import get_session
+from openami.api.deps import RowId, SessionDep
 from openami.common.errors import ConfigurationError, NotFoundError, ValidationError
 from openami.prepayment.payments import PaymentInfo, PaymentService, money, receipt_html
 from openami.prepayment.providers import EventKind
@@ -31,9 +31,7 @@ from openami.security.permissions import Permission
 from openami.tariffs.model import minor_digits
 
 router = APIRouter(prefix="/api/v1", tags=["payments"])
-SessionDep = Annotated[Session, Depends(get_session)]
 BillsRead = Annotated[Access, require(Permission.BILLS_READ)]
-RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 def get_payment_service(request: Request) -> PaymentService:
@@ -149,7 +147,7 @@ def start_checkout(
         amount_minor=_minor(body.amount, currency),
         provider=body.provider,
         actor=access.actor,
-        role=access.role or "none",
+        role=access.role,
         address=access.caller.address,
     )
     session.commit()

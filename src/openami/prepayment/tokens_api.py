@@ -16,13 +16,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from openami.api.auth import Access, require
-from openami.api.deps import get_container, get_session
+from openami.api.deps import ContainerDep, RowId, SessionDep
 from openami.billing.charges import minor_units
 from openami.bootstrap import Container
 from openami.common.errors import NotFoundError, ValidationError
@@ -35,11 +35,8 @@ from openami.security.permissions import Permission, reach
 from openami.tariffs.model import minor_digits
 
 router = APIRouter(prefix="/api/v1", tags=["offline tokens"])
-SessionDep = Annotated[Session, Depends(get_session)]
-ContainerDep = Annotated[Container, Depends(get_container)]
 TokensIssue = Annotated[Access, require(Permission.TOKENS_ISSUE)]
 WalletsRead = Annotated[Access, require(Permission.WALLETS_READ)]
-RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 # One token holds at most 995 units; no unit larger than this makes sense (1 GWh, or 10 million currency units).
 MAX_UNIT_SIZE = 10**9
 
@@ -158,10 +155,6 @@ def _meter(session: Session, container: Container, access: Access, serial: str) 
     return meter
 
 
-def _role(access: Access) -> str:
-    return access.role or "none"
-
-
 def _amount_minor(body: IssueIn, currency: str) -> int | None:
     if body.amount is None:
         return None
@@ -187,7 +180,7 @@ def configure_site(
         credit_kind=body.credit_kind,
         unit_size=body.unit_size,
         actor=access.actor,
-        role=_role(access),
+        role=access.role,
     )
     session.commit()
     return _settings_out(settings)
@@ -217,7 +210,7 @@ def provision_meter(
     (a second key would stop its tokens working)."""
     meter = _meter(session, container, access, serial)
     config = container.tokens.provision_meter(
-        session, meter_id=meter.id, actor=access.actor, role=_role(access)
+        session, meter_id=meter.id, actor=access.actor, role=access.role
     )
     session.commit()
     out = DeviceConfigOut(
@@ -245,7 +238,7 @@ def issue_token(
                 raise ValidationError("a disable token carries no credit: leave it out", name)
     if body.kind != "add" and body.payment_reference is not None:
         raise ValidationError("only an add token is paid for: leave it out", "payment_reference")
-    tokens, actor, role = container.tokens, access.actor, _role(access)
+    tokens, actor, role = container.tokens, access.actor, access.role
     try:
         if body.kind == "disable":
             issued = tokens.issue_disable(session, meter_id=meter.id, actor=actor, role=role)

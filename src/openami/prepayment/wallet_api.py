@@ -14,12 +14,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from openami.api.auth import Access, require
-from openami.api.deps import get_container, get_session
+from openami.api.deps import ContainerDep, RowId, SessionDep
 from openami.bootstrap import Container
 from openami.common.errors import NotFoundError, ValidationError
 from openami.prepayment import credit
@@ -30,10 +30,7 @@ from openami.security.permissions import Permission
 from openami.tariffs.model import minor_digits
 
 router = APIRouter(prefix="/api/v1", tags=["prepayment"])
-SessionDep = Annotated[Session, Depends(get_session)]
-ContainerDep = Annotated[Container, Depends(get_container)]
 WalletsRead = Annotated[Access, require(Permission.WALLETS_READ)]
-RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Amount = Annotated[Decimal, Field(description="in the site's currency, e.g. 50.00", allow_inf_nan=False)]
 
 
@@ -226,8 +223,6 @@ def set_credit_rules(
             holidays=friendly.holidays,
         ),
     )
-    stored = container.wallets.set_credit_rules(
-        session, site_id, rules, actor=access.actor, role=access.role or "none"
-    )
+    stored = container.wallets.set_credit_rules(session, site_id, rules, actor=access.actor, role=access.role)
     session.commit()
     return _rules_out(site, stored)

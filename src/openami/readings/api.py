@@ -14,14 +14,14 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from openami.api.auth import Access, require
-from openami.api.deps import get_container, get_session
+from openami.api.deps import ContainerDep, SessionDep
 from openami.bootstrap import Container
 from openami.common.errors import ConflictError, NotFoundError, ValidationError
 from openami.common.obis import ACTIVE_IMPORT_INTERVAL, QUANTITIES
@@ -81,8 +81,6 @@ class _DomainErrorRoute(APIRoute):
 
 router = APIRouter(prefix="/api/v1", tags=["readings"], route_class=_DomainErrorRoute)
 
-SessionDep = Annotated[Session, Depends(get_session)]
-ContainerDep = Annotated[Container, Depends(get_container)]
 ReadAccess = Annotated[Access, require(Permission.READINGS_READ)]
 StartQuery = Annotated[str, Query(description="ISO-8601 instant with offset, e.g. 2026-03-01T00:00:00+01:00")]
 EndQuery = Annotated[str, Query(description="ISO-8601 instant with offset (exclusive)")]

@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 
 from openami.api.auth import Access, require
-from openami.api.deps import get_container, get_session
+from openami.api.deps import SessionDep, get_container
 from openami.bootstrap import Container
 from openami.common.errors import ConflictError, NotFoundError, ValidationError
 from openami.registry.schemas import (
@@ -80,7 +80,6 @@ def get_registry(container: Annotated[Container, Depends(get_container)]) -> Reg
     return container.registry
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
 RegistryDep = Annotated[RegistryService, Depends(get_registry)]
 # Row ids are 32-bit integers in the database: a larger number can name nothing, so it is refused as input.
 MAX_ROW_ID = 2**31 - 1

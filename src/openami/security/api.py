@@ -12,12 +12,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from openami.api.auth import PUBLIC, Access, client_address, require
-from openami.api.deps import get_container, get_session
+from openami.api.deps import ContainerDep, SessionDep
 from openami.bootstrap import Container
 from openami.common.errors import NotFoundError, ValidationError
 from openami.registry.models import Customer
@@ -48,8 +48,6 @@ from openami.security.web_sessions import COOKIE_NAME, MAX_AGE, WebSessions
 
 router = APIRouter(prefix="/api/v1", tags=["people and access"])
 
-SessionDep = Annotated[Session, Depends(get_session)]
-ContainerDep = Annotated[Container, Depends(get_container)]
 Self = Annotated[Access, require(Permission.SELF)]
 UsersRead = Annotated[Access, require(Permission.USERS_READ)]
 UsersManage = Annotated[Access, require(Permission.USERS_MANAGE)]
